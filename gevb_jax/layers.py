@@ -1,0 +1,224 @@
+"""Layers of vectorized networks as pure functions (paper Eqs. 6-8, Appendix H).
+
+Activations of a vectorized network are laid out as ``(B, K, *S, C)``: batch, the K
+components of every vector unit, spatial positions (none for dense layers) and
+channels/units. A conventional network is the same thing with K = 1.
+
+Each weighted layer is described by a frozen dataclass that knows its shapes and its
+*unvectorized* linear map ``lin(w, x)`` on ``(N, *S, C_in)``. Layers past the first share
+one weight over the K components (vectorized weight sharing), so they apply ``lin`` to
+the ``B*K`` merged batch. The first layer has its own weights per component: it is one
+``lin`` with ``K * C_out`` output channels, which is Appendix B's one-hot vector-input
+construction without materialising the one-hot expansion.
+"""
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+
+def _spatial_out(size, kernel, stride, padding):
+  out = (size + 2 * padding - kernel) // stride + 1
+  if out < 1:
+    raise ValueError(f"input size {size} is too small for kernel {kernel}, "
+                     f"stride {stride}, padding {padding}")
+  return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Dense:
+  """Fully connected: ``h[n, i] = sum_j x[n, j] w[j, i]``."""
+  features: int
+  kind = "dense"
+  in_axis = 0  # Axis of the kernel that indexes input units.
+
+  def out_shape(self, in_shape):
+    if len(in_shape) != 1:
+      raise ValueError(f"Dense expects flat inputs, got shape {in_shape}; "
+                       "insert a Flatten first")
+    return (self.features,)
+
+  def kernel_shape(self, in_shape):
+    return (in_shape[0], self.features)
+
+  def bias_shape(self, out_shape):
+    return (self.features,)
+
+  def fan_in(self, in_shape):
+    return in_shape[0]
+
+  def lin(self, w, x):
+    return x @ w  # (N, C_in) @ (C_in, C_out)
+
+  def flops(self, in_shape):
+    """Multiply-adds of ``lin`` per example, times two."""
+    return 2 * in_shape[0] * self.features
+
+
+@dataclasses.dataclass(frozen=True)
+class Conv:
+  """2-d convolution with one kernel shared over positions, NHWC / HWIO."""
+  features: int
+  kernel: int
+  stride: int = 1
+  padding: int = 0
+  kind = "conv"
+  in_axis = 2
+
+  def out_shape(self, in_shape):
+    h, w, _ = in_shape
+    return (_spatial_out(h, self.kernel, self.stride, self.padding),
+            _spatial_out(w, self.kernel, self.stride, self.padding), self.features)
+
+  def kernel_shape(self, in_shape):
+    return (self.kernel, self.kernel, in_shape[-1], self.features)
+
+  def bias_shape(self, out_shape):
+    return (1, 1, self.features)  # One bias per channel, shared over positions.
+
+  def fan_in(self, in_shape):
+    return self.kernel * self.kernel * in_shape[-1]
+
+  def lin(self, w, x):
+    p = self.padding
+    return lax.conv_general_dilated(
+        x, w, (self.stride, self.stride), ((p, p), (p, p)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  def flops(self, in_shape):
+    ho, wo, c = self.out_shape(in_shape)
+    return 2 * ho * wo * c * self.fan_in(in_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class LocallyConnected:
+  """Convolution-shaped receptive fields with unshared weights (Appendix G/H).
+
+  The kernel is ``(H_out, W_out, C_in, k, k, C_out)``: one conv kernel per output
+  position. ``lin`` extracts all patches at once and contracts them position by
+  position in one batched matmul: no Python loop over positions.
+  """
+  features: int
+  kernel: int
+  stride: int = 1
+  padding: int = 0
+  kind = "lc"
+  in_axis = 2
+
+  def out_shape(self, in_shape):
+    return Conv(self.features, self.kernel, self.stride, self.padding).out_shape(in_shape)
+
+  def kernel_shape(self, in_shape):
+    ho, wo, _ = self.out_shape(in_shape)
+    return (ho, wo, in_shape[-1], self.kernel, self.kernel, self.features)
+
+  def bias_shape(self, out_shape):
+    return out_shape  # One bias per position and channel.
+
+  def fan_in(self, in_shape):
+    return self.kernel * self.kernel * in_shape[-1]
+
+  def lin(self, w, x):
+    p = self.padding
+    # (N, H_out, W_out, C_in * k * k), features ordered (c, kh, kw) like the kernel.
+    patches = lax.conv_general_dilated_patches(
+        x, (self.kernel, self.kernel), (self.stride, self.stride), ((p, p), (p, p)),
+        dimension_numbers=("NHWC", "OIHW", "NHWC"))
+    ho, wo = w.shape[:2]
+    w = w.reshape(ho, wo, -1, w.shape[-1])  # (H_out, W_out, P, C_out)
+    return jnp.einsum("nhwp,hwpc->nhwc", patches, w)
+
+  def flops(self, in_shape):
+    ho, wo, c = self.out_shape(in_shape)
+    return 2 * ho * wo * c * self.fan_in(in_shape)
+
+
+@dataclasses.dataclass(frozen=True)
+class AvgPool:
+  """Non-overlapping average pooling (PyTorch's AvgPool2d: floor on odd sizes)."""
+  window: int = 2
+  kind = "pool"
+
+  def out_shape(self, in_shape):
+    h, w, c = in_shape
+    return (h // self.window, w // self.window, c)
+
+  def apply(self, x):  # (N, H, W, C)
+    k = self.window
+    summed = lax.reduce_window(x, 0.0, lax.add, (1, k, k, 1), (1, k, k, 1), "VALID")
+    return summed / (k * k)
+
+
+@dataclasses.dataclass(frozen=True)
+class Flatten:
+  """Flattens ``(H, W, C)`` with C fastest, so ON/OFF channel pairs stay adjacent."""
+  kind = "flatten"
+
+  def out_shape(self, in_shape):
+    return (math.prod(in_shape),)
+
+  def apply(self, x):
+    return x.reshape(x.shape[0], -1)
+
+
+def apply_unweighted(layer, x, vectorized_input):
+  """Applies pooling/flatten to ``(B, *S, C)`` or, vectorized, ``(B, K, *S, C)``."""
+  if not vectorized_input:
+    return layer.apply(x)
+  b, k = x.shape[:2]
+  y = layer.apply(x.reshape(b * k, *x.shape[2:]))
+  return y.reshape(b, k, *y.shape[1:])
+
+
+def linear(layer, w, a, num_components, first):
+  """Vectorized linear map of Eq. 6 (no bias).
+
+  Args:
+    layer: a weighted layer.
+    w: first layer: ``(*kernel_shape[:-1], K, C_out)``; later: ``kernel_shape``.
+    a: first layer: the input ``(B, *S, C_in)``; later: ``(B, K, *S, C_in)``.
+    num_components: K.
+    first: whether this is the first weighted layer.
+
+  Returns:
+    Pre-activations without bias, ``(B, K, *S_out, C_out)``.
+  """
+  k = num_components
+  if first:
+    h = layer.lin(w.reshape(*w.shape[:-2], -1), a)  # (B, *S', K * C_out)
+    h = h.reshape(*h.shape[:-1], k, -1)              # (B, *S', K, C_out)
+    return jnp.moveaxis(h, -2, 1)
+  b = a.shape[0]
+  h = layer.lin(w, a.reshape(b * k, *a.shape[2:]))  # (B*K, *S', C_out)
+  return h.reshape(b, k, *h.shape[1:])
+
+
+def gate(h, t):
+  """The gated nonlinearity ``a = Theta(t . h) h`` of Eqs. 7-8, with Theta(0) = 1.
+
+  Args:
+    h: pre-activations ``(B, K, *S, C)``.
+    t: gating vectors ``(K, C)``, one per unit (dense) or per channel (conv, LC).
+
+  Returns:
+    ``(a, mask)``: activations like ``h`` and the gate ``G(h)`` as ``(B, *S, C)`` bool.
+  """
+  t = t.reshape(t.shape[0], *([1] * (h.ndim - 3)), t.shape[1]).astype(h.dtype)
+  mask = jnp.sum(h * t, axis=1) >= 0
+  return h * mask[:, None].astype(h.dtype), mask
+
+
+def weighted_forward(layer, params, fixed, a, num_components, first, readout):
+  """Forward pass of one weighted layer: Eq. 6, then Eqs. 7-8 unless readout.
+
+  Returns ``(out, mask)``: for the readout ``out`` is the logits ``(B, K * C_out)`` and
+  mask is None; otherwise ``out`` is the activation ``(B, K, *S, C)``.
+  """
+  # The bias is (K, *bias_shape) and broadcasts against (B, K, *S, C).
+  h = linear(layer, params["w"], a, num_components, first) + params["b"]
+  if readout:
+    return h.reshape(h.shape[0], -1), None
+  return gate(h, fixed["t"])

@@ -1,0 +1,234 @@
+"""The paper's architectures (Tables 3-4) as data, and the network they make.
+
+``make_network`` returns a :class:`Network`: a frozen, hashable description (it can be
+a static argument of ``jax.jit``) with Flax-style ``init`` and ``apply``.
+"""
+
+import dataclasses
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from gevb_jax import init as initializers
+from gevb_jax import layers as L
+
+ARCHS = ("fc", "conv", "lc")
+
+# Table 3 (1-channel inputs) and Table 4 (3-channel inputs). Hidden weighted layers
+# only; the readout is added by make_network.
+_TABLE3 = {
+    "fc": (L.Flatten(), L.Dense(1024), L.Dense(512)),
+    "conv": (L.Conv(64, 3, 1, 1), L.AvgPool(2), L.Conv(32, 3, 1, 1), L.AvgPool(2),
+             L.Flatten(), L.Dense(1024)),
+    "lc": (L.LocallyConnected(32, 3, 1, 1), L.AvgPool(2),
+           L.LocallyConnected(32, 3, 1, 1), L.AvgPool(2), L.Flatten(), L.Dense(1024)),
+}
+_TABLE4 = {
+    "fc": (L.Flatten(), L.Dense(1024), L.Dense(512), L.Dense(512)),
+    "conv": (L.Conv(128, 5, 1, 2), L.AvgPool(2), L.Conv(64, 5, 1, 2), L.AvgPool(2),
+             L.Conv(64, 2, 2, 0), L.Flatten(), L.Dense(1024)),
+    "lc": (L.LocallyConnected(64, 5, 1, 2), L.AvgPool(2),
+           L.LocallyConnected(32, 5, 1, 2), L.AvgPool(2),
+           L.LocallyConnected(32, 2, 2, 0), L.Flatten(), L.Dense(512)),
+}
+
+
+class LayerInfo(NamedTuple):
+  """One layer of a network with its shapes (per example, without the K axis)."""
+  name: str
+  layer: Any
+  in_shape: tuple
+  out_shape: tuple
+  first: bool      # First weighted layer: its input is the raw image.
+  readout: bool    # The output layer: no gate, logits out.
+  vectorized_input: bool  # Whether the input carries the K axis.
+
+
+@dataclasses.dataclass(frozen=True)
+class Network:
+  """A vectorized (K = num_classes) or conventional (K = 1) gated network."""
+  layers: tuple
+  input_shape: tuple
+  num_classes: int
+  vectorized: bool
+  nonneg: bool
+
+  @property
+  def num_components(self):
+    """K: components per unit."""
+    return self.num_classes if self.vectorized else 1
+
+  @functools.cached_property
+  def info(self):
+    """Per-layer names and shapes, in order."""
+    out, shape, first, counts = [], tuple(self.input_shape), True, {}
+    for i, layer in enumerate(self.layers):
+      readout = i == len(self.layers) - 1
+      out_shape = layer.out_shape(shape)
+      if readout:
+        name = "readout"
+      else:
+        index = counts.get(layer.kind, 0)
+        counts[layer.kind] = index + 1
+        name = f"{layer.kind}_{index}"
+      weighted = hasattr(layer, "lin")
+      out.append(LayerInfo(name, layer, shape, out_shape, weighted and first,
+                           readout, not first))
+      first = first and not weighted
+      shape = out_shape
+    return tuple(out)
+
+  @property
+  def weighted(self):
+    """The weighted layers' infos, readout last."""
+    return tuple(i for i in self.info if hasattr(i.layer, "lin"))
+
+  @property
+  def hidden(self):
+    """The gated hidden layers' infos (everything weighted but the readout)."""
+    return self.weighted[:-1]
+
+  def kernel_shape(self, info):
+    shape = info.layer.kernel_shape(info.in_shape)
+    if info.first:
+      return (*shape[:-1], self.num_components, shape[-1])
+    return shape
+
+  def init(self, rng):
+    """Variables: ``{"params": {name: {w, b}}, "fixed": {name: {t[, feedback]}}}``.
+
+    Mixed-sign networks get He weights; nonnegative ones ON/OFF weights (Eq. 16).
+    Biases start at zero. ``fixed`` holds what is drawn once and never trained: gating
+    vectors for every hidden layer and, in conventional networks, DFA feedback.
+    """
+    params, fixed = {}, {}
+    k = self.num_components
+    for index, info in enumerate(self.weighted):
+      key_w, key_t, key_b = jax.random.split(jax.random.fold_in(rng, index), 3)
+      shape = self.kernel_shape(info)
+      fan_in = info.layer.fan_in(info.in_shape)
+      if self.nonneg:
+        w = initializers.on_off_kernel(key_w, shape, fan_in, in_axis=info.layer.in_axis,
+                                       first=info.first, readout=info.readout)
+      else:
+        w = initializers.he_normal(key_w, shape, fan_in)
+      b = jnp.zeros((k, *info.layer.bias_shape(info.out_shape)), jnp.float32)
+      params[info.name] = {"w": w, "b": b}
+      if info.readout:
+        continue
+      fixed[info.name] = {"t": initializers.gating_vectors(
+          key_t, k, info.out_shape[-1], self.vectorized)}
+      if not self.vectorized:
+        fixed[info.name]["feedback"] = initializers.dfa_feedback(
+            key_b, self.num_classes, math.prod(info.out_shape), self.nonneg)
+    return {"params": params, "fixed": fixed}
+
+  def apply(self, variables, x, taps=None):
+    """Plain forward pass: logits ``(B, num_classes)`` for images ``(B, H, W, C)``.
+
+    ``taps`` optionally maps hidden-layer names to arrays added to that layer's
+    activation ``(B, K, *S, C)``; differentiating with respect to them gives the
+    backpropagated signal of each layer (used by the alignment metrics and tests).
+    """
+    return forward(self, variables, x, _plain_layer(taps))
+
+  def representation(self, variables, x):
+    """Activations entering the first dense layer after the conv/LC stack, flattened.
+
+    Shape ``(B, K * n)``; for an FC network this is the flattened input.
+    """
+    a = x
+    for info in self.info:
+      if isinstance(info.layer, L.Dense):
+        return a.reshape(a.shape[0], -1)
+      if hasattr(info.layer, "lin"):
+        a, _ = L.weighted_forward(info.layer, variables["params"][info.name],
+                                  variables["fixed"][info.name], a,
+                                  self.num_components, info.first, False)
+      else:
+        a = L.apply_unweighted(info.layer, a, info.vectorized_input)
+    raise ValueError("network has no dense layer")
+
+
+def _plain_layer(taps):
+  def call(net, info, params, fixed, state):
+    a, _, _ = state
+    out, _ = L.weighted_forward(info.layer, params, fixed, a, net.num_components,
+                                info.first, info.readout)
+    if taps is not None and info.name in taps:
+      out = out + taps[info.name]
+    return out, None, None
+  return call
+
+
+def forward(net, variables, x, weighted_call, eb=None):
+  """Runs the layers in order and returns the logits.
+
+  The state threaded through the layers is ``(a, eb, d)``: the activation, and two
+  optional companions that learning rules thread through the network (see
+  ``rules.py``): ``eb`` passes weighted layers untouched, ``d`` (one scalar per unit,
+  no K axis) is pooled and flattened like one component of ``a``.
+  ``weighted_call(net, info, params, fixed, state)`` runs the weighted layers.
+  """
+  state = (x, eb, None)
+  fixed = variables.get("fixed", {})
+  for info in net.info:
+    if hasattr(info.layer, "lin"):
+      state = weighted_call(net, info, variables["params"][info.name],
+                            fixed.get(info.name, {}), state)
+    else:
+      a, eb, d = state
+      a = L.apply_unweighted(info.layer, a, info.vectorized_input)
+      if d is not None:
+        d = L.apply_unweighted(info.layer, d, False)
+      state = (a, eb, d)
+  return state[0]
+
+
+def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=None):
+  """Builds one of the paper's 12 networks for any input shape and class count.
+
+  Args:
+    arch: "fc", "conv" or "lc".
+    input_shape: ``(H, W, C)``. One-channel inputs get Table 3's layers (MNIST),
+      three-channel inputs Table 4's (CIFAR-10).
+    num_classes: number of classes; K of the vectorized network.
+    vectorized: vector units (VNN, K = num_classes) or conventional (K = 1).
+    nonneg: nonnegative weights past the first layer, ON/OFF initialised.
+    widths: optional widths (units or channels) replacing those of the hidden
+      weighted layers, in order. They must be even (ON/OFF pairs).
+
+  Returns:
+    A :class:`Network`.
+  """
+  if arch not in ARCHS:
+    raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+  input_shape = tuple(int(s) for s in input_shape)
+  if len(input_shape) != 3:
+    raise ValueError(f"input_shape must be (H, W, C), got {input_shape}")
+  table = {1: _TABLE3, 3: _TABLE4}.get(input_shape[-1])
+  if table is None:
+    raise ValueError(f"input_shape {input_shape} has {input_shape[-1]} channels; "
+                     "1 (Table 3) or 3 (Table 4) are supported")
+  if num_classes < 2:
+    raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+  hidden = list(table[arch])
+  slots = [i for i, layer in enumerate(hidden) if hasattr(layer, "features")]
+  if widths is not None:
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != len(slots):
+      raise ValueError(f"arch {arch!r} has {len(slots)} hidden weighted layers, "
+                       f"got {len(widths)} widths {widths}")
+    for i, width in zip(slots, widths):
+      hidden[i] = dataclasses.replace(hidden[i], features=width)
+  bad = [hidden[i].features for i in slots if hidden[i].features % 2]
+  if bad:
+    raise ValueError(f"widths must be even (ON/OFF unit pairs), got {bad}")
+  readout = L.Dense(1 if vectorized else num_classes)
+  net = Network(tuple(hidden) + (readout,), input_shape, int(num_classes),
+                bool(vectorized), bool(nonneg))
+  net.info  # Validates shapes now rather than at first use.
+  return net

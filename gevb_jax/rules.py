@@ -1,0 +1,134 @@
+"""Learning rules swapped into ``jax.grad`` through ``jax.custom_vjp``.
+
+Vectorized networks: "bp" (the exact gradient, Eqs. 11-14) and "gevb" (Eq. 9).
+Conventional networks: "bp" (plain autodiff) and "dfa" (Eq. 5).
+
+Mechanism. Every weighted layer is wrapped in a ``custom_vjp`` whose forward is the
+ordinary layer and whose backward computes the rule's update from what it saved (its
+input and its gate mask) and two signals that travel backward beside the activation:
+
+* ``eb``, a zero array shaped like the logits, is threaded forward through every layer
+  unchanged and added to the logits. Its cotangent is therefore the error vector
+  ``e = dL/dlogits`` (``softmax - onehot`` over the batch size), which reaches every
+  layer's backward: the global broadcast of GEVB and the input of DFA's projections.
+* ``d``, only for "bp" in vectorized nets, is a zero array with one scalar per unit;
+  its cotangent is ``delta_hat`` of Eq. 13, the scalar Jacobian ``da^L/da^l = delta_hat I``
+  (Eq. 12). Pooling and flattening act on it as on one vector component.
+
+The activation's own cotangent is never used (each backward returns zeros for it), so
+no K-sized signal travels backward. A layer's update is::
+
+  g_h[b, mu, ...] = s[b, ...] * E[b, mu]           (never materialised past layer 1)
+  dW = weight-gradient of the unvectorized layer at input  sum_mu a[b, mu, ...] E[b, mu]
+                                               with output cotangent s
+
+where ``s`` is the postsynaptic factor (GEVB: ``G``; BP: ``G * delta_hat``; DFA:
+``G * (e B)``; readout: 1, or ``e`` in a conventional net) and ``E`` the component
+factor (``e`` in vectorized nets, 1 in conventional ones). Contracting the presynaptic
+activity with ``e`` first makes every update past the first layer cost about 1/K of the
+layer's forward pass. Returned updates use the gradient's sign convention: optimizers
+descend along their negative, so GEVB's ``Delta w`` of Eq. 9 is ``-update``.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from gevb_jax import layers as L
+from gevb_jax import models
+
+VECTORIZED_RULES = ("bp", "gevb")
+CONVENTIONAL_RULES = ("bp", "dfa")
+
+
+def check_rule(net, rule):
+  """Raises ValueError unless ``rule`` trains this kind of network."""
+  valid = VECTORIZED_RULES if net.vectorized else CONVENTIONAL_RULES
+  if rule not in valid:
+    kind = "vectorized" if net.vectorized else "conventional"
+    raise ValueError(f"rule {rule!r} does not apply to {kind} networks; "
+                     f"valid rules: {valid}")
+
+
+def _sum_to_bias(x, bias_shape):
+  """Sums ``(B, *S, C)`` over the batch and the axes where the bias is shared."""
+  axes = tuple(i + 1 for i, n in enumerate(bias_shape) if n == 1 and x.shape[i + 1] != 1)
+  return jnp.sum(x, axis=axes, keepdims=True)
+
+
+def _postsynaptic(rule, info, fixed, mask, e, delta_hat, vectorized):
+  """The postsynaptic factor ``s``, ``(B, *S_out, C_out)``."""
+  if info.readout:
+    return jnp.ones((e.shape[0], 1), e.dtype) if vectorized else e
+  g = mask.astype(e.dtype)
+  if rule == "gevb":
+    return g                                  # Eq. 9: delta_hat := 1.
+  if rule == "bp":
+    return g * delta_hat                      # Eq. 14.
+  return g * (e @ fixed["feedback"]).reshape(g.shape)  # Eq. 5: delta = B e.
+
+
+@functools.lru_cache(maxsize=None)
+def _layer_with_rule(net, info, rule):
+  """The weighted layer ``info`` of ``net`` with ``rule``'s backward pass."""
+  k, vectorized = net.num_components, net.vectorized
+
+  def fwd(params, fixed, a, eb, d):
+    out, mask = L.weighted_forward(info.layer, params, fixed, a, k, info.first,
+                                   info.readout)
+    if info.readout:
+      return out + eb, (params, fixed, a, mask)
+    d_out = jnp.zeros(mask.shape, a.dtype) if rule == "bp" else None
+    return (out, eb, d_out), (params, fixed, a, mask)
+
+  def bwd(res, cotangent):
+    params, fixed, a, mask = res
+    if info.readout:
+      e, delta_hat = cotangent, None
+    else:
+      _, e, delta_hat = cotangent
+    batch = e.shape[0]
+    factor = e if vectorized else jnp.ones((batch, 1), e.dtype)    # E, (B, K)
+    s = _postsynaptic(rule, info, fixed, mask, e, delta_hat, vectorized)
+    bias_shape = params["b"].shape[1:]
+    # (K, *bias_shape): sum_b E[b, mu] s[b, ...], summed where the bias is shared.
+    gb = jnp.tensordot(factor, _sum_to_bias(s, bias_shape), axes=(0, 0))
+    gb = gb.reshape(params["b"].shape)
+    d_in = None
+    if info.first:
+      # Layer 1 has a weight per component: its update is forward-sized by nature.
+      g_h = s[:, None] * factor.reshape(batch, k, *([1] * (s.ndim - 1)))
+      _, vjp = jax.vjp(lambda w: L.linear(info.layer, w, a, k, True), params["w"])
+      (gw,) = vjp(g_h)
+    else:
+      pre = jnp.einsum("bk...,bk->b...", a, factor)  # (B, *S_in, C_in)
+      _, vjp = jax.vjp(info.layer.lin, params["w"], pre)
+      gw, delta_in = vjp(s)
+      if rule == "bp":
+        d_in = delta_in  # Eq. 13: delta_hat_j = sum_i w_ij G_i delta_hat_i.
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, (fixed, a))
+    return ({"w": gw, "b": gb}, *zeros, e, d_in)
+
+  layer = jax.custom_vjp(lambda *args: fwd(*args)[0])
+  layer.defvjp(fwd, bwd)
+  return layer
+
+
+def _rule_layer(rule):
+  def call(net, info, params, fixed, state):
+    a, eb, d = state
+    out = _layer_with_rule(net, info, rule)(params, fixed, a, eb, d)
+    return (out, None, None) if info.readout else out
+  return call
+
+
+def logits_with_rule(net, variables, x, rule):
+  """Logits whose ``jax.grad`` yields ``rule``'s updates (plain ones for conventional
+  "bp", whose exact gradient ordinary autodiff already computes at no extra cost)."""
+  check_rule(net, rule)
+  if rule == "bp" and not net.vectorized:
+    return net.apply(variables, x)
+  batch = x.shape[0]
+  eb = jnp.zeros((batch, net.num_classes), x.dtype)
+  return models.forward(net, variables, x, _rule_layer(rule), eb=eb)
