@@ -1,0 +1,116 @@
+"""Gradient-alignment measurements of Section 4 and Appendices E-F.
+
+Angles compare each hidden layer's backpropagated signal per example, with the
+postsynaptic derivative term excluded as in the paper (Launay et al.'s convention):
+
+* GEVB in a vectorized net: the true signal is ``delta_hat`` of Eq. 12-13, GEVB's is
+  the constant vector 1, so ``cos theta = delta_hat . 1 / (|delta_hat| sqrt(n))``
+  (Eq. 20) and ``tan theta = r`` (Eq. 24).
+* DFA in a conventional net: the true signal ``dL/da^l`` against DFA's ``e B_l``.
+
+Angles are computed per example and averaged over the batch, in degrees. Conv and LC
+layers count every (position, channel) as a unit.
+"""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _tap_gradients(net, variables, x, objective):
+  """``d objective / d a^l`` for every hidden layer, ``{name: (B, K, *S, C)}``."""
+  k = net.num_components
+  taps = {info.name: jnp.zeros((x.shape[0], k, *info.out_shape), x.dtype)
+          for info in net.hidden}
+  return jax.grad(lambda t: objective(net.apply(variables, x, t)))(taps)
+
+
+def delta_hat(net, variables, x):
+  """Per-example ``delta_hat^l_i`` (Eq. 12) of a vectorized net, ``{name: (B, n_l)}``.
+
+  Uses ``d(sum_mu a^L_mu) / d a^l_{i nu} = delta_hat_i`` for every ``nu`` (the Jacobian
+  is ``delta_hat I``) and reads component 0.
+  """
+  grads = _tap_gradients(net, variables, x, jnp.sum)
+  return {name: g[:, 0].reshape(g.shape[0], -1) for name, g in grads.items()}
+
+
+def _angles_deg(u, v):
+  """Per-row angle between ``u`` and ``v``, ``(B, n)`` each, in degrees."""
+  cos = jnp.sum(u * v, -1) / (jnp.linalg.norm(u, axis=-1) * jnp.linalg.norm(v, axis=-1))
+  return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
+
+
+def alignment(net, variables, x, labels, rule):
+  """Mean angle (degrees) between ``rule``'s signal and the gradient, per hidden layer.
+
+  Returns ``{layer name: degrees}`` for "gevb" (vectorized) and "dfa" (conventional),
+  and ``{}`` for "bp", whose updates are the gradient. Examples whose true signal is
+  exactly zero (no active path, Appendix C) are left out of the mean.
+  """
+  if rule == "bp":
+    return {}
+  if rule == "gevb":
+    true = delta_hat(net, variables, x)
+    rule_signal = {n: jnp.ones_like(d) for n, d in true.items()}
+  else:
+    def total_loss(logits):
+      onehot = jax.nn.one_hot(labels, net.num_classes)
+      return -jnp.sum(onehot * jax.nn.log_softmax(logits))
+    logits = net.apply(variables, x)
+    e = jax.nn.softmax(logits) - jax.nn.one_hot(labels, net.num_classes)
+    grads = _tap_gradients(net, variables, x, total_loss)
+    true = {n: g[:, 0].reshape(g.shape[0], -1) for n, g in grads.items()}
+    rule_signal = {n: e @ variables["fixed"][n]["feedback"] for n in true}
+  out = {}
+  for name, d in true.items():
+    angles = _angles_deg(rule_signal[name], d)
+    valid = jnp.linalg.norm(d, axis=-1) > 0
+    out[name] = float(jnp.sum(jnp.where(valid, angles, 0.0)) / jnp.maximum(valid.sum(), 1))
+  return out
+
+
+def relative_std(net, variables, x):
+  """``r^l = sigma / mu`` of ``delta_hat^l`` over units (Eq. 21), batch-averaged."""
+  out = {}
+  for name, d in delta_hat(net, variables, x).items():
+    out[name] = float(jnp.mean(jnp.std(d, axis=-1) / jnp.mean(d, axis=-1)))
+  return out
+
+
+def _fan_out(info):
+  """Connections leaving each input unit of a weighted layer: ``n_{l+1}`` of Eq. 15."""
+  if info.layer.kind == "dense":
+    return info.layer.features
+  return info.layer.kernel ** 2 * info.layer.features / info.layer.stride ** 2
+
+
+def eq15_prediction(net, variables):
+  """Eq. 15's ``r^l`` for every hidden layer from the weights' empirical statistics.
+
+  ``r^{L-1} = sigma_{w^L} / mu_{w^L}`` and
+  ``r^l = sqrt(2 / n_{l+1}) sigma_{w^{l+1}} / mu_{w^{l+1}} sqrt(1 + (r^{l+1})^2)``.
+  For conv and LC layers ``n_{l+1}`` is the fan-out ``k^2 C_out / stride^2``; pooling
+  scales ``delta_hat`` uniformly and leaves ``r`` unchanged.
+
+  Returns ``{layer name: r}``; layers whose downstream weights have nonpositive mean
+  (Eq. 15's assumption ``mu_w > 0`` fails, e.g. mixed-sign nets) map to ``nan``.
+  """
+  weighted = net.weighted
+  out, r = {}, None
+  for below, above in zip(reversed(weighted[:-1]), reversed(weighted[1:])):
+    w = np.asarray(variables["params"][above.name]["w"])
+    ratio = w.std() / w.mean() if w.mean() > 0 else math.nan
+    if above.readout:
+      r = ratio
+    else:
+      r = math.sqrt(2.0 / _fan_out(above)) * ratio * math.sqrt(1.0 + r ** 2)
+    out[below.name] = float(r)
+  return dict(reversed(out.items()))
+
+
+def angle_from_r(r):
+  """``theta = arctan r`` in degrees (Eq. 24)."""
+  return math.degrees(math.atan(r))

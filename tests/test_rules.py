@@ -1,0 +1,210 @@
+"""The learning rules against independent references (DESIGN.md, issue 2 item 8)."""
+
+import chex
+import hypothesis
+import hypothesis.strategies as st
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gevb_jax
+from gevb_jax import layers as L
+
+# Small widths keep every architecture fast; shapes: (1-channel -> Table 3, 3 -> Table 4).
+WIDTHS = {("fc", 1): (12, 8), ("conv", 1): (6, 4, 16), ("lc", 1): (4, 4, 16),
+          ("fc", 3): (12, 8, 8), ("conv", 3): (6, 4, 4, 16), ("lc", 3): (4, 4, 4, 8)}
+
+
+def _net(arch, channels=1, vectorized=True, nonneg=True, num_classes=5):
+  return gevb_jax.make_network(arch, input_shape=(8, 8, channels),
+                               num_classes=num_classes, vectorized=vectorized,
+                               nonneg=nonneg, widths=WIDTHS[arch, channels])
+
+
+def _batch(net, batch=6, seed=1):
+  kx, ky = jax.random.split(jax.random.key(seed))
+  x = jax.random.uniform(kx, (batch, *net.input_shape), minval=-1.0, maxval=1.0)
+  return x, jax.random.randint(ky, (batch,), 0, net.num_classes)
+
+
+def _autodiff(net, variables, x, y):
+  def loss(params):
+    return gevb_jax.cross_entropy(net.apply({**variables, "params": params}, x), y)
+  return jax.grad(loss)(variables["params"])
+
+
+def _error_vector(net, variables, x, y):
+  """e = dL/dlogits of the mean cross-entropy, numpy (B, num_classes)."""
+  logits = net.apply(variables, x)
+  onehot = jax.nn.one_hot(y, net.num_classes)
+  return np.asarray((jax.nn.softmax(logits) - onehot) / x.shape[0])
+
+
+@pytest.mark.parametrize("arch", gevb_jax.ARCHS)
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_bp_equals_autodiff_of_the_vectorized_forward(arch, channels, nonneg):
+  net = _net(arch, channels, nonneg=nonneg)
+  variables = net.init(jax.random.key(0))
+  x, y = _batch(net)
+  loss, updates = gevb_jax.loss_and_updates(net, variables, x, y, "bp")
+  reference = _autodiff(net, variables, x, y)
+  chex.assert_trees_all_close(updates, reference, rtol=1e-5, atol=1e-7)
+  assert np.isclose(loss, gevb_jax.cross_entropy(net.apply(variables, x), y))
+
+
+# --- Hand-written references ------------------------------------------------------
+
+
+def _patches(x, k, stride, pad):
+  """Numpy im2col with explicit loops: (N, H, W, C) -> (N, Ho, Wo, C, k, k)."""
+  n, h, w, c = x.shape
+  xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+  ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
+  out = np.zeros((n, ho, wo, c, k, k), x.dtype)
+  for i in range(ho):
+    for j in range(wo):
+      window = xp[:, i * stride:i * stride + k, j * stride:j * stride + k, :]
+      out[:, i, j] = window.transpose(0, 3, 1, 2)
+  return out
+
+
+def _by_hand(net, variables, x, e, rule):
+  """Rule updates written out with numpy loops over layers, examples and positions.
+
+  GEVB (Eq. 9, Appendix H): dW_ij = sum_examples G_i sum_mu a_{j mu} e_mu, summed over
+  the positions sharing a weight; db_{i mu} = G_i e_mu. Layer 1 uses the one-hot
+  vector inputs of Appendix B: dW_{i mu j} = G_i x_j e_mu. DFA (Eq. 5): the
+  postsynaptic factor is G_i (B e)_i, presynaptic activity is used as is.
+  The readout's update is the gradient in both rules.
+  """
+  params = jax.tree_util.tree_map(np.asarray, variables["params"])
+  fixed = jax.tree_util.tree_map(np.asarray, variables["fixed"])
+  k = net.num_components
+  a = np.asarray(x)
+  factor = e if net.vectorized else np.ones((e.shape[0], 1), e.dtype)  # E[b, mu]
+  updates = {}
+  for info in net.info:
+    layer = info.layer
+    if not hasattr(layer, "lin"):
+      a = np.asarray(L.apply_unweighted(layer, jnp.asarray(a), info.vectorized_input))
+      continue
+    p = params[info.name]
+    out, mask = L.weighted_forward(layer, variables["params"][info.name],
+                                   variables["fixed"].get(info.name), jnp.asarray(a),
+                                   k, info.first, info.readout)
+    if info.readout:
+      s = np.ones((e.shape[0], 1)) if net.vectorized else e
+    elif net.vectorized:
+      s = np.asarray(mask, np.float64)
+    else:
+      s = np.asarray(mask, np.float64) * (e @ fixed[info.name]["feedback"]).reshape(
+          mask.shape)
+    # Presynaptic signal per example: x itself (layer 1) or sum_mu a_mu E_mu.
+    pre = a if info.first else np.einsum("bk...,bk->b...", a, factor)
+    if layer.kind != "dense":
+      pre = _patches(pre, layer.kernel, layer.stride, layer.padding)  # (B,Ho,Wo,C,k,k)
+    gw = np.zeros(p["w"].shape)
+    gb = np.zeros(p["b"].shape)
+    for b in range(e.shape[0]):
+      post = s[b]                                   # (*S_out, C_out)
+      if info.first:                                # Weight per component.
+        post = post[..., None, :] * factor[b][:, None]  # (*S_out, K, C_out)
+      if layer.kind == "dense":
+        gw += np.multiply.outer(pre[b], post)
+      elif layer.kind == "conv":                    # Sum over shared positions.
+        gw += np.einsum("hwcij,hw...->ijc...", pre[b], post)
+      else:                                         # One weight per position.
+        gw += np.einsum("hwcij,hw...->hwcij...", pre[b], post)
+      gb_b = np.multiply.outer(factor[b], s[b])     # (K, *S_out, C_out)
+      if layer.kind == "conv":
+        gb_b = gb_b.sum(axis=(1, 2), keepdims=True)
+      gb += gb_b.reshape(gb.shape)
+    updates[info.name] = {"w": gw, "b": gb}
+    a = np.asarray(out)
+  return updates
+
+
+@pytest.mark.parametrize("arch", gevb_jax.ARCHS)
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_gevb_equals_eq9_by_hand(arch, nonneg):
+  net = _net(arch, nonneg=nonneg)
+  variables = net.init(jax.random.key(2))
+  x, y = _batch(net, batch=3)
+  _, updates = gevb_jax.loss_and_updates(net, variables, x, y, "gevb")
+  expected = _by_hand(net, variables, x, _error_vector(net, variables, x, y), "gevb")
+  chex.assert_trees_all_close(updates, expected, rtol=1e-4, atol=1e-6)
+  # The readout's GEVB update is its gradient.
+  grads = _autodiff(net, variables, x, y)
+  chex.assert_trees_all_close(updates["readout"], grads["readout"], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("arch", gevb_jax.ARCHS)
+@pytest.mark.parametrize("nonneg", [True, False])
+def test_dfa_equals_feedback_times_mask_outer_activity(arch, nonneg):
+  net = _net(arch, vectorized=False, nonneg=nonneg)
+  variables = net.init(jax.random.key(3))
+  feedback = variables["fixed"][net.hidden[0].name]["feedback"]
+  assert (feedback >= 0).all() if nonneg else (feedback < 0).any()
+  x, y = _batch(net, batch=3)
+  _, updates = gevb_jax.loss_and_updates(net, variables, x, y, "dfa")
+  expected = _by_hand(net, variables, x, _error_vector(net, variables, x, y), "dfa")
+  chex.assert_trees_all_close(updates, expected, rtol=1e-4, atol=1e-6)
+  grads = _autodiff(net, variables, x, y)
+  chex.assert_trees_all_close(updates["readout"], grads["readout"], rtol=1e-5, atol=1e-7)
+
+
+@hypothesis.settings(deadline=None, max_examples=15)
+@hypothesis.given(seed=st.integers(0, 2**16), n1=st.sampled_from([4, 8, 16]),
+                  n2=st.sampled_from([4, 8, 16]), classes=st.integers(2, 6))
+def test_single_example_gradient_sign_matches_gevb_in_nonneg_fc_vnn(seed, n1, n2, classes):
+  net = gevb_jax.make_network("fc", input_shape=(4, 4, 1), num_classes=classes,
+                              vectorized=True, nonneg=True, widths=(n1, n2))
+  variables = net.init(jax.random.key(seed))
+  x, y = _batch(net, batch=1, seed=seed + 1)
+  _, grads = gevb_jax.loss_and_updates(net, variables, x, y, "bp")
+  _, gevb = gevb_jax.loss_and_updates(net, variables, x, y, "gevb")
+  for name in grads:
+    for leaf in ("w", "b"):
+      g, u = np.asarray(grads[name][leaf]), np.asarray(gevb[name][leaf])
+      nonzero = g != 0
+      assert np.all(np.sign(g[nonzero]) == np.sign(u[nonzero])), (name, leaf)
+  chex.assert_trees_all_close(gevb["readout"], grads["readout"], rtol=1e-6)
+
+
+def test_rule_that_does_not_fit_the_network_is_refused():
+  vnn = _net("fc")
+  conventional = _net("fc", vectorized=False)
+  x, y = _batch(vnn)
+  with pytest.raises(ValueError, match=r"'dfa'.*\('bp', 'gevb'\)"):
+    gevb_jax.loss_and_updates(vnn, vnn.init(jax.random.key(0)), x, y, "dfa")
+  with pytest.raises(ValueError, match=r"'gevb'.*\('bp', 'dfa'\)"):
+    gevb_jax.loss_and_updates(conventional, conventional.init(jax.random.key(0)), x, y,
+                              "gevb")
+
+
+def test_gevb_update_past_layer_one_is_one_kth_of_the_forward():
+  """Layers past the first never form a K-sized backward signal: the jaxpr of the
+  update's backward holds no dot_general with the K-merged batch B*K."""
+  net = gevb_jax.make_network("fc", input_shape=(8, 8, 1), num_classes=10,
+                              vectorized=True, nonneg=True, widths=(16, 12))
+  variables = net.init(jax.random.key(0))
+  x, y = _batch(net, batch=7)
+  jaxpr = jax.make_jaxpr(lambda v: gevb_jax.loss_and_updates(net, v, x, y, "gevb"))(
+      variables)
+  merged = [eqn for eqn in _all_eqns(jaxpr.jaxpr) if eqn.primitive.name == "dot_general"
+            and any(7 * 10 in v.aval.shape for v in eqn.invars)]
+  # Forward only: layer 2 and the readout each run once on the merged batch; autodiff
+  # would add their weight and input gradients on it too.
+  assert len(merged) == 2
+
+
+def _all_eqns(jaxpr):
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (tuple, list)) else (value,):
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          yield from _all_eqns(sub)
