@@ -1,0 +1,423 @@
+"""Tests for gevb_jax.data: loaders, scaling, error messages and batching."""
+
+import collections
+import gzip
+import io
+import os
+import pickle
+import sys
+import tarfile
+
+from hypothesis import given
+from hypothesis import strategies as st
+import ml_collections
+import numpy as np
+import pytest
+from sklearn import datasets as sk_datasets
+
+from gevb_jax import data
+
+FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+IMAGES_MAGIC = 0x00000803
+LABELS_MAGIC = 0x00000801
+TRAIN_IMAGES = 'train-images-idx3-ubyte'
+TRAIN_LABELS = 'train-labels-idx1-ubyte'
+TEST_IMAGES = 't10k-images-idx3-ubyte'
+TEST_LABELS = 't10k-labels-idx1-ubyte'
+CIFAR_MEMBERS = tuple(f'data_batch_{i}' for i in range(1, 6)) + ('test_batch',)
+
+
+def _cfg(**overrides):
+  cfg = ml_collections.ConfigDict(
+      dict(source='idx', path='', name='', data_dir=None))
+  cfg.update(overrides)
+  return cfg
+
+
+def _scaled(pixels):
+  return np.asarray(pixels, np.float32) / np.float32(127.5) - np.float32(1)
+
+
+# ----------------------------------------------------------------- idx files.
+
+
+def _idx_bytes(array, magic):
+  array = np.asarray(array, np.uint8)
+  dims = b''.join(d.to_bytes(4, 'big') for d in array.shape)
+  return magic.to_bytes(4, 'big') + dims + array.tobytes()
+
+
+def _write(path, payload, gz=False):
+  if gz:
+    path = str(path) + '.gz'
+    with gzip.open(path, 'wb') as f:
+      f.write(payload)
+  else:
+    with open(path, 'wb') as f:
+      f.write(payload)
+  return path
+
+
+def _idx_arrays():
+  """Tiny non-square (4x3) image sets containing 0 and 255."""
+  rng = np.random.default_rng(0)
+  train_x = rng.integers(0, 256, (5, 4, 3), dtype=np.uint8)
+  train_x[0, 0, 0], train_x[0, 3, 2] = 0, 255
+  test_x = rng.integers(0, 256, (3, 4, 3), dtype=np.uint8)
+  return train_x, np.array([3, 0, 9, 1, 3]), test_x, np.array([7, 2, 5])
+
+
+def _write_idx_dir(directory, gz=False, **replace):
+  """Writes the four idx files; `replace` overrides a file's raw bytes."""
+  train_x, train_y, test_x, test_y = _idx_arrays()
+  files = {'train_images': _idx_bytes(train_x, IMAGES_MAGIC),
+           'train_labels': _idx_bytes(train_y, LABELS_MAGIC),
+           'test_images': _idx_bytes(test_x, IMAGES_MAGIC),
+           'test_labels': _idx_bytes(test_y, LABELS_MAGIC)}
+  files.update(replace)
+  names = dict(train_images=TRAIN_IMAGES, train_labels=TRAIN_LABELS,
+               test_images=TEST_IMAGES, test_labels=TEST_LABELS)
+  for key, raw in files.items():
+    _write(directory / names[key], raw, gz=gz)
+  return directory
+
+
+@pytest.mark.parametrize('gz', [False, True])
+def test_idx_loads_shapes_scaling_and_labels(tmp_path, gz):
+  _write_idx_dir(tmp_path, gz=gz)
+  ds = data.load_dataset(_cfg(path=str(tmp_path), name='tiny'))
+  train_x, train_y, test_x, test_y = _idx_arrays()
+  assert ds.train_x.shape == (5, 4, 3, 1) and ds.test_x.shape == (3, 4, 3, 1)
+  assert ds.train_x.dtype == ds.test_x.dtype == np.float32
+  assert ds.train_y.dtype == ds.test_y.dtype == np.int32
+  assert ds.train_x[0, 0, 0, 0] == -1.0 and ds.train_x[0, 3, 2, 0] == 1.0
+  np.testing.assert_array_equal(ds.train_x[..., 0], _scaled(train_x))
+  np.testing.assert_array_equal(ds.test_x[..., 0], _scaled(test_x))
+  np.testing.assert_array_equal(ds.train_y, train_y)
+  np.testing.assert_array_equal(ds.test_y, test_y)
+  assert (ds.num_classes, ds.name) == (10, 'tiny')
+
+
+def test_idx_accepts_mixed_plain_and_gzip_files(tmp_path):
+  _write_idx_dir(tmp_path, gz=True)
+  os.remove(tmp_path / (TEST_LABELS + '.gz'))
+  _write(tmp_path / TEST_LABELS, _idx_bytes([4, 4, 4], LABELS_MAGIC))
+  ds = data.load_dataset(_cfg(path=str(tmp_path)))
+  np.testing.assert_array_equal(ds.test_y, [4, 4, 4])
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(FASHION_MNIST_DIR),
+    reason=f'{FASHION_MNIST_DIR} absent; '
+    'apt-get install dataset-fashion-mnist provides it')
+def test_idx_loads_debian_fashion_mnist():
+  ds = data.load_dataset(_cfg(path=FASHION_MNIST_DIR, name='fashion_mnist'))
+  assert ds.train_x.shape == (60000, 28, 28, 1)
+  assert ds.test_x.shape == (10000, 28, 28, 1)
+  assert ds.train_x.min() == -1.0 and ds.train_x.max() == 1.0
+  np.testing.assert_array_equal(np.bincount(ds.train_y), [6000] * 10)
+  np.testing.assert_array_equal(np.bincount(ds.test_y), [1000] * 10)
+
+
+def test_idx_missing_directory(tmp_path):
+  missing = tmp_path / 'nowhere'
+  with pytest.raises(data.DataError, match='dataset-fashion-mnist') as err:
+    data.load_dataset(_cfg(path=str(missing)))
+  assert str(missing) in str(err.value)
+
+
+def test_idx_empty_path():
+  with pytest.raises(data.DataError, match='needs cfg.path'):
+    data.load_dataset(_cfg(path=''))
+
+
+def test_idx_missing_file(tmp_path):
+  _write_idx_dir(tmp_path)
+  os.remove(tmp_path / TEST_IMAGES)
+  with pytest.raises(data.DataError, match=TEST_IMAGES):
+    data.load_dataset(_cfg(path=str(tmp_path)))
+
+
+@pytest.mark.parametrize('gz', [False, True])
+def test_idx_wrong_magic(tmp_path, gz):
+  _write_idx_dir(tmp_path, gz=gz,
+                 train_images=_idx_bytes(np.zeros(3), LABELS_MAGIC))
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(path=str(tmp_path)))
+  assert TRAIN_IMAGES in str(err.value)
+  assert '0x00000803' in str(err.value) and '0x00000801' in str(err.value)
+
+
+def test_idx_truncated_file(tmp_path):
+  raw = _idx_bytes(np.zeros((5, 4, 3)), IMAGES_MAGIC)
+  _write_idx_dir(tmp_path, train_images=raw[:-7])
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(path=str(tmp_path)))
+  message = str(err.value)
+  assert TRAIN_IMAGES in message
+  assert str(len(raw)) in message and str(len(raw) - 7) in message
+
+
+def test_idx_truncated_header(tmp_path):
+  _write_idx_dir(tmp_path, test_labels=LABELS_MAGIC.to_bytes(4, 'big'))
+  with pytest.raises(data.DataError,
+                     match=f'{TEST_LABELS}: header needs 8 bytes'):
+    data.load_dataset(_cfg(path=str(tmp_path)))
+
+
+def test_idx_corrupt_gzip(tmp_path):
+  _write_idx_dir(tmp_path, gz=True)
+  with open(tmp_path / (TRAIN_LABELS + '.gz'), 'wb') as f:
+    f.write(b'not gzip at all')
+  with pytest.raises(data.DataError, match=TRAIN_LABELS):
+    data.load_dataset(_cfg(path=str(tmp_path)))
+
+
+def test_idx_label_out_of_range(tmp_path):
+  _write_idx_dir(tmp_path,
+                 test_labels=_idx_bytes([1, 10, 2], LABELS_MAGIC))
+  with pytest.raises(data.DataError, match=f'{TEST_LABELS}.*label 10'):
+    data.load_dataset(_cfg(path=str(tmp_path)))
+
+
+def test_idx_count_mismatch(tmp_path):
+  _write_idx_dir(tmp_path, train_labels=_idx_bytes([1, 2], LABELS_MAGIC))
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(path=str(tmp_path)))
+  assert TRAIN_IMAGES in str(err.value) and TRAIN_LABELS in str(err.value)
+
+
+# ---------------------------------------------------------------- CIFAR-10.
+
+# Batch member -> (channel, row, col) of the single bright pixel per image.
+CIFAR_PIXELS = {member: [(i % 3, 31 - i, 2 * i + 1), (2, i, 0)]
+                for i, member in enumerate(CIFAR_MEMBERS)}
+
+
+def _cifar_batch(member, labels=None, data=None):
+  """A pickled batch with one 255 pixel per image at CIFAR_PIXELS[member]."""
+  if data is None:
+    data = np.zeros((2, 3072), np.uint8)
+    for row, (c, r, col) in zip(data, CIFAR_PIXELS[member]):
+      row[c * 1024 + r * 32 + col] = 255
+  if labels is None:
+    labels = [CIFAR_MEMBERS.index(member), 9]
+  return pickle.dumps({b'batch_label': member.encode(), b'labels': labels,
+                       b'data': data})
+
+
+def _cifar_members(**replace):
+  members = {m: _cifar_batch(m) for m in CIFAR_MEMBERS}
+  members.update(replace)
+  return {m: raw for m, raw in members.items() if raw is not None}
+
+
+def _write_cifar_dir(root, **replace):
+  directory = root / 'cifar-10-batches-py'
+  directory.mkdir(parents=True)
+  for member, raw in _cifar_members(**replace).items():
+    (directory / member).write_bytes(raw)
+  return directory
+
+
+def _write_cifar_tar(root, **replace):
+  path = root / 'cifar-10-python.tar.gz'
+  with tarfile.open(path, 'w:gz') as tar:
+    for member, raw in _cifar_members(**replace).items():
+      info = tarfile.TarInfo(f'cifar-10-batches-py/{member}')
+      info.size = len(raw)
+      tar.addfile(info, io.BytesIO(raw))
+  return path
+
+
+@pytest.mark.parametrize('layout', ['tar', 'dir_with_tar', 'dir',
+                                    'dir_with_dir'])
+def test_cifar_loads_hwc_scaled_in_order(tmp_path, layout):
+  if layout.startswith('tar') or layout == 'dir_with_tar':
+    path = _write_cifar_tar(tmp_path)
+  else:
+    path = _write_cifar_dir(tmp_path)
+  if layout.startswith('dir_with'):
+    path = tmp_path
+  ds = data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  assert ds.train_x.shape == (10, 32, 32, 3)
+  assert ds.test_x.shape == (2, 32, 32, 3)
+  assert ds.train_x.dtype == ds.test_x.dtype == np.float32
+  assert ds.train_y.dtype == ds.test_y.dtype == np.int32
+  np.testing.assert_array_equal(ds.train_y, [0, 9, 1, 9, 2, 9, 3, 9, 4, 9])
+  np.testing.assert_array_equal(ds.test_y, [5, 9])
+  images = np.concatenate([ds.train_x, ds.test_x])
+  pixels = [p for m in CIFAR_MEMBERS for p in CIFAR_PIXELS[m]]
+  expected = np.full_like(images, -1.0)
+  for image, (c, r, col) in zip(expected, pixels):
+    image[r, col, c] = 1.0
+  np.testing.assert_array_equal(images, expected)
+  assert (ds.num_classes, ds.name) == (10, 'cifar10')
+
+
+def test_cifar_missing_path(tmp_path):
+  missing = tmp_path / 'nothing-here'
+  with pytest.raises(data.DataError, match='cifar-10-python.tar.gz') as err:
+    data.load_dataset(_cfg(source='cifar10', path=str(missing)))
+  assert str(missing) in str(err.value)
+
+
+def test_cifar_missing_tar_member(tmp_path):
+  path = _write_cifar_tar(tmp_path, test_batch=None)
+  with pytest.raises(data.DataError, match='cifar-10-batches-py/test_batch'):
+    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+
+
+def test_cifar_missing_dir_file(tmp_path):
+  _write_cifar_dir(tmp_path, data_batch_3=None)
+  with pytest.raises(data.DataError, match='data_batch_3'):
+    data.load_dataset(_cfg(source='cifar10', path=str(tmp_path)))
+
+
+def test_cifar_corrupt_archive(tmp_path):
+  path = tmp_path / 'cifar-10-python.tar.gz'
+  path.write_bytes(b'\x1f\x8b garbage')
+  with pytest.raises(data.DataError, match='readable CIFAR-10 archive') as err:
+    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  assert '\n' not in str(err.value)
+
+
+@pytest.mark.parametrize('writer', [_write_cifar_tar, _write_cifar_dir])
+def test_cifar_corrupt_pickle(tmp_path, writer):
+  path = writer(tmp_path, data_batch_2=b'\x80\x04 not a pickle')
+  with pytest.raises(data.DataError, match='data_batch_2: corrupt pickle'):
+    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+
+
+def test_cifar_wrong_data_length(tmp_path):
+  short = _cifar_batch('data_batch_4', data=np.zeros((2, 3000), np.uint8))
+  path = _write_cifar_tar(tmp_path, data_batch_4=short)
+  with pytest.raises(data.DataError, match=r'data_batch_4.*\(N, 3072\)'):
+    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+
+
+def test_cifar_label_out_of_range(tmp_path):
+  bad = _cifar_batch('test_batch', labels=[3, -1])
+  path = _write_cifar_dir(tmp_path, test_batch=bad)
+  with pytest.raises(data.DataError, match='test_batch: label -1'):
+    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+
+
+def test_cifar_label_count_mismatch(tmp_path):
+  bad = _cifar_batch('data_batch_1', labels=[1, 2, 3])
+  path = _write_cifar_dir(tmp_path, data_batch_1=bad)
+  with pytest.raises(data.DataError, match='data_batch_1: 2 images'):
+    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+
+
+# ------------------------------------------------------------------- digits.
+
+
+def test_digits_split_is_deterministic_stratified_partition():
+  first = data.load_dataset(_cfg(source='digits'))
+  second = data.load_dataset(_cfg(source='digits'))
+  for a, b in zip(first[:4], second[:4]):
+    np.testing.assert_array_equal(a, b)
+  assert first.train_x.shape == (1437, 8, 8, 1)
+  assert first.test_x.shape == (360, 8, 8, 1)
+  assert first.train_x.dtype == np.float32 and first.train_y.dtype == np.int32
+  assert (first.num_classes, first.name) == (10, 'digits')
+
+  def rows(images, labels):
+    return collections.Counter(
+        (label, image.tobytes()) for image, label in zip(images, labels))
+
+  digits = sk_datasets.load_digits()
+  expected = (digits.images / 8 - 1).astype(np.float32)[..., None]
+  assert (rows(first.train_x, first.train_y) + rows(first.test_x, first.test_y)
+          == rows(expected, digits.target))
+  assert first.train_x.min() == -1.0 and first.train_x.max() == 1.0
+
+  class_share = np.bincount(digits.target) / len(digits.target)
+  assert np.all(np.abs(np.bincount(first.test_y) - 360 * class_share) <= 1)
+
+
+# ------------------------------------------------------------------- source.
+
+
+def test_unknown_source_lists_choices():
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(source='bogus'))
+  message = str(err.value)
+  assert "'bogus'" in message
+  assert all(choice in message for choice in data.SOURCES)
+
+
+def test_tfds_unknown_name_lists_choices():
+  with pytest.raises(data.DataError, match='mnist, fashion_mnist, cifar10'):
+    data.load_dataset(_cfg(source='tfds', name='imagenet'))
+
+
+def test_tfds_missing_package_says_how_to_install(monkeypatch):
+  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)
+  with pytest.raises(data.DataError, match=r'pip install -e \.\[tfds\]'):
+    data.load_dataset(_cfg(source='tfds', name='mnist'))
+
+
+def test_tfds_mock_data(tmp_path, monkeypatch):
+  tfds = pytest.importorskip(
+      'tensorflow_datasets',
+      reason='tensorflow-datasets not installed (pip install -e .[tfds])')
+  # Mocked builders have no split sizes, so batch_size=-1 would batch by
+  # sys.maxsize, which TensorFlow cannot allocate; give them the mock's size.
+  monkeypatch.setattr(tfds.core.SplitDict, 'total_num_examples',
+                      property(lambda self: 6))
+  with tfds.testing.mock_data(num_examples=6):
+    ds = data.load_dataset(_cfg(source='tfds', name='fashion_mnist',
+                                data_dir=str(tmp_path)))
+  assert ds.train_x.shape == ds.test_x.shape == (6, 28, 28, 1)
+  assert ds.train_x.dtype == np.float32 and ds.train_y.dtype == np.int32
+  pixels = (ds.train_x + 1) * 127.5
+  np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
+  assert pixels.min() >= 0 and pixels.max() <= 255
+  assert ds.train_y.min() >= 0 and ds.train_y.max() < 10
+  assert (ds.num_classes, ds.name) == (10, 'fashion_mnist')
+
+
+# ----------------------------------------------------------------- batching.
+
+
+@given(num_examples=st.integers(0, 300), seed=st.integers(0, 2**32 - 1),
+       epoch=st.integers(0, 1000))
+def test_epoch_permutation_is_a_deterministic_permutation(num_examples, seed,
+                                                          epoch):
+  perm = data.epoch_permutation(num_examples, seed, epoch)
+  np.testing.assert_array_equal(np.sort(perm), np.arange(num_examples))
+  np.testing.assert_array_equal(
+      perm, data.epoch_permutation(num_examples, seed, epoch))
+
+
+def test_epoch_permutation_changes_with_epoch_and_seed():
+  base = data.epoch_permutation(60000, seed=0, epoch=0)
+  assert not np.array_equal(base, data.epoch_permutation(60000, 0, 1))
+  assert not np.array_equal(base, data.epoch_permutation(60000, 1, 0))
+  assert not np.array_equal(data.epoch_permutation(60000, 1, 2),
+                            data.epoch_permutation(60000, 2, 1))
+
+
+def test_epoch_permutation_rejects_negative_arguments():
+  with pytest.raises(data.DataError, match='non-negative'):
+    data.epoch_permutation(10, seed=-1, epoch=0)
+
+
+def test_batch_indices_drop_remainder_and_are_distinct():
+  batches = data.batch_indices(103, batch_size=10, seed=3, epoch=5)
+  assert batches.shape == (10, 10)
+  assert len(np.unique(batches)) == 100
+  np.testing.assert_array_equal(batches.ravel(),
+                                data.epoch_permutation(103, 3, 5)[:100])
+  exact = data.batch_indices(100, batch_size=25, seed=3, epoch=5)
+  np.testing.assert_array_equal(np.sort(exact.ravel()), np.arange(100))
+
+
+@pytest.mark.parametrize('batch_size', [0, 11])
+def test_batch_indices_rejects_bad_batch_size(batch_size):
+  with pytest.raises(data.DataError) as err:
+    data.batch_indices(10, batch_size, seed=0, epoch=0)
+  assert f'batch_size {batch_size}' in str(err.value)
+  assert 'number of examples 10' in str(err.value)
