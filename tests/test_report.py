@@ -1,0 +1,209 @@
+"""Tests for gevb_jax.report on fake run workdirs."""
+
+import json
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from gevb_jax import report
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+SEEDS = (0, 1)
+LAYERS = {
+    'fc': ['dense_0', 'dense_1'],
+    'conv': ['conv_0', 'conv_1', 'dense_0'],
+    'lc': ['lc_0', 'lc_1', 'dense_0'],
+}
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+
+
+def _errors(index, seed):
+  """Final (train, test) error fractions written for GRID[index] and seed.
+
+  Test errors grow with the index faster than they vary over seeds, so the
+  first GEVB/DFA column is the smallest of its row; even indices get train
+  errors averaging 0.0045 %, below the 0.005 % shown in parentheses.
+  """
+  test = 0.01 * (index + 1) + 0.002 * seed * (index % 3)
+  if index % 2 == 0:
+    return 0.00004 + 0.00001 * seed, test
+  return 0.001 * index + 0.0005 * seed, test
+
+
+def _workdir(root, experiment, seed, dataset='digits'):
+  arch, vectorized, nonneg, rule = experiment
+  return (root / dataset / f'{arch}_v{vectorized:d}_n{nonneg:d}_{rule}'
+          / f'seed_{seed}')
+
+
+def _write_run(root, index, seed, dataset='digits', measurements=True):
+  """Writes a finished run of GRID[index] with known numbers."""
+  experiment = report.GRID[index]
+  workdir = _workdir(root, experiment, seed, dataset)
+  workdir.mkdir(parents=True)
+  config = {
+      'data': {'name': dataset, 'source': 'fake'},
+      'model': {'arch': experiment.arch, 'vectorized': experiment.vectorized,
+                'nonneg': experiment.nonneg, 'widths': None},
+      'rule': experiment.rule, 'seed': seed, 'num_epochs': 20,
+      'eval_every': 10,
+  }
+  (workdir / 'config.json').write_text(json.dumps(config))
+  train, test = _errors(index, seed)
+  records = []
+  for epoch, scale in ((0, 10.0), (10, 3.0), (20, 1.0)):
+    record = {'epoch': epoch, 'step': epoch * 10, 'train_error': train * scale,
+              'test_error': test * scale, 'train_loss': 1.0, 'test_loss': 1.0,
+              'wall_time_s': epoch}
+    if measurements and experiment.rule != 'bp':
+      record['alignment'] = {layer: 10.0 * i + epoch + seed
+                             for i, layer in enumerate(LAYERS[experiment.arch])}
+    records.append(record)
+  (workdir / 'metrics.jsonl').write_text(
+      ''.join(json.dumps(r) + '\n' for r in records))
+  summary = {'final_train_error': train, 'final_test_error': test,
+             'epochs_run': 20, 'stopped_early': False}
+  if measurements and experiment.arch != 'fc':
+    summary['cluster_quality'] = {'init': 0.05,
+                                  'final': 0.05 + 0.01 * index + 0.01 * seed}
+  (workdir / 'summary.json').write_text(json.dumps(summary))
+
+
+@pytest.fixture
+def root(tmp_path):
+  root = tmp_path / 'runs'
+  for index in range(len(report.GRID)):
+    for seed in SEEDS:
+      _write_run(root, index, seed)
+  return root
+
+
+def _expected_cell(index, seeds):
+  train, test = 100 * np.array([_errors(index, seed) for seed in seeds]).T
+  text = f'{test.mean():.2f} ± {test.std():.2f}'
+  if train.mean() >= 0.005:
+    text += f' ({train.mean():.2f})'
+  return text
+
+
+def _table_cells(markdown):
+  """The 24 data cells of a markdown table, in GRID order."""
+  cells = []
+  for line in markdown.splitlines():
+    fields = [field.strip() for field in line.strip().strip('|').split('|')]
+    if fields[0] in ('FC', 'Conv', 'LC'):
+      cells += fields[1:]
+  assert len(cells) == len(report.GRID)
+  return cells
+
+
+def test_collect_runs(root):
+  runs = report.collect_runs(root)
+  assert len(runs) == len(report.GRID) * len(SEEDS)
+  assert {(r.experiment, r.seed) for r in runs} == {
+      (e, s) for e in report.GRID for s in SEEDS}
+  assert all(r.finished and len(r.metrics) == 3 for r in runs)
+
+
+def test_collect_runs_ignores_line_being_written(root):
+  workdir = _workdir(root, report.GRID[0], 0)
+  with open(workdir / 'metrics.jsonl', 'a') as f:
+    f.write('{"epoch": 30, "train_')
+  (run,) = [r for r in report.collect_runs(root) if r.workdir == workdir]
+  assert [m['epoch'] for m in run.metrics] == [0, 10, 20]
+
+
+def test_table_cells(root):
+  markdown = report.table_markdown(report.collect_runs(root), 'digits')
+  cells = _table_cells(markdown)
+  for index, cell in enumerate(cells):
+    assert cell.replace('**', '') == _expected_cell(index, SEEDS)
+  assert sum('(' in cell for cell in cells) == len(cells) // 2
+  bold = [index % 8 for index, cell in enumerate(cells) if '**' in cell]
+  assert bold == [0, 0, 0]
+  assert 'All 48 runs finished.' in markdown
+
+
+def test_table_unfinished_and_missing(root):
+  workdir = _workdir(root, report.GRID[5], 1)
+  (workdir / 'summary.json').unlink()
+  for seed in SEEDS:
+    shutil.rmtree(_workdir(root, report.GRID[7], seed))
+  markdown = report.table_markdown(report.collect_runs(root), 'digits')
+  cells = _table_cells(markdown)
+  assert cells[5] == _expected_cell(5, [0]) + ', n=1'
+  assert cells[7] == '—'
+  assert (f'1 of 48 runs unfinished (no summary.json): {report.GRID[5]} '
+          f'seed 1 ({workdir}).') in markdown
+  assert (f'2 of 48 runs missing: {report.GRID[7]} seed 0, '
+          f'{report.GRID[7]} seed 1.') in markdown
+
+
+def test_table_latex(root):
+  latex = report.table_latex(report.collect_runs(root), 'digits')
+  body = latex.split('\\midrule\n')[1].split('\\bottomrule')[0]
+  rows = body.strip().splitlines()
+  assert [row.split(' & ')[0] for row in rows] == ['FC', 'Conv', 'LC']
+  assert all(row.endswith(r' \\') and row.count('&') == 8 for row in rows)
+  assert '\\toprule' in latex and '\\textbf{' in latex
+
+
+def test_plots_skip_without_measurements(tmp_path):
+  runs_dir = tmp_path / 'runs'
+  _write_run(runs_dir, 8, 0, measurements=False)  # Conv, vectorized GEVB+.
+  runs = report.collect_runs(runs_dir)
+  path = tmp_path / 'figure.png'
+  assert not report.plot_alignment(runs, 'digits', True, True, path)
+  assert not report.plot_cluster_quality(runs, 'digits', path)
+  assert not path.exists()
+  assert report.plot_learning_curves(runs, 'digits', path)
+  assert path.read_bytes().startswith(PNG_MAGIC)
+
+
+def test_cli_writes_every_table_and_figure(root, tmp_path):
+  _write_run(root, 0, 0, dataset='mnist', measurements=False)
+  _write_run(root, 10, 0, dataset='cifar10')  # Conv vectorized GEVB.
+  out = tmp_path / 'out'
+  subprocess.run([sys.executable, '-m', 'gevb_jax.report', str(root),
+                  f'--out={out}'], cwd=REPO, check=True, capture_output=True)
+  expected = {
+      f'{stem}.{ext}' for stem in ('table_digits', 'table_mnist', 'table1',
+                                   'table_cifar10', 'table2')
+      for ext in ('md', 'tex')}
+  expected |= {f'curves_{d}.png' for d in ('digits', 'mnist', 'cifar10')}
+  expected |= {f'alignment_digits_{kind}_{sign}.png'
+               for kind in ('vectorized', 'conventional')
+               for sign in ('nonneg', 'mixed')}
+  expected |= {'alignment_cifar10_vectorized_mixed.png',
+               'cluster_quality_digits.png', 'cluster_quality_cifar10.png'}
+  written = {path.name for path in out.iterdir()} - {'report.md'}
+  assert written == expected
+  markdown = (out / 'report.md').read_text()
+  for name in written:
+    assert f']({name})' in markdown
+    if name.endswith('.png'):
+      assert (out / name).read_bytes().startswith(PNG_MAGIC)
+  assert (out / 'table1.md').read_text().startswith('# Table 1: MNIST')
+  assert (out / 'table2.md').read_text().startswith('# Table 2: CIFAR-10')
+  assert 'cluster_quality_mnist.png skipped: no finished' in markdown
+  assert 'alignment_mnist_vectorized_nonneg.png skipped' in markdown
+  assert '23 of 24 runs missing' in markdown
+
+
+@pytest.mark.parametrize('make_dir', [True, False])
+def test_cli_without_runs_fails(tmp_path, make_dir):
+  root = tmp_path / 'empty'
+  if make_dir:
+    root.mkdir()
+    (root / 'notes.txt').write_text('no runs here')
+  result = subprocess.run(
+      [sys.executable, '-m', 'gevb_jax.report', str(root),
+       f'--out={tmp_path / "out"}'],
+      cwd=REPO, capture_output=True, text=True)
+  assert result.returncode != 0
+  assert result.stderr.strip() == (
+      f'No runs (directories with config.json) found under {root}.')
