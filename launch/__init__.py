@@ -1,0 +1,1 @@
+"""Launchers for the paper's experiment grid (see `launch.sweep`)."""
