@@ -34,7 +34,13 @@ def delta_hat(net, variables, x):
   is ``delta_hat I``) and reads component 0.
   """
   grads = _tap_gradients(net, variables, x, jnp.sum)
-  return {name: g[:, 0].reshape(g.shape[0], -1) for name, g in grads.items()}
+  return _first_component(net, grads)
+
+
+def _first_component(net, grads):
+  """``{name: (B, n_l)}`` from tap gradients ``(B, K, *S, C)``, in layer order."""
+  return {info.name: grads[info.name][:, 0].reshape(len(grads[info.name]), -1)
+          for info in net.hidden}
 
 
 def _angles_deg(u, v):
@@ -62,7 +68,7 @@ def alignment(net, variables, x, labels, rule):
     logits = net.apply(variables, x)
     e = jax.nn.softmax(logits) - jax.nn.one_hot(labels, net.num_classes)
     grads = _tap_gradients(net, variables, x, total_loss)
-    true = {n: g[:, 0].reshape(g.shape[0], -1) for n, g in grads.items()}
+    true = _first_component(net, grads)
     rule_signal = {n: e @ variables["fixed"][n]["feedback"] for n in true}
   out = {}
   for name, d in true.items():

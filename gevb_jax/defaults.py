@@ -1,0 +1,42 @@
+"""The paper's training recipe (Appendix I) as the base of every config file."""
+
+import ml_collections
+from ml_collections import config_dict
+
+
+def base_config():
+  """Adam(3e-4), batch 128, up to 190 epochs, evaluation every 10, stop at zero
+  train error; FC VNN, nonnegative, GEVB. Config files set ``data`` and may
+  change anything else."""
+  config = ml_collections.ConfigDict()
+  config.data = ml_collections.ConfigDict()
+  config.data.source = "digits"      # digits | idx | cifar10 | tfds
+  config.data.name = "digits"        # recorded in reports; the TFDS name for tfds
+  config.data.path = ""              # idx directory or CIFAR-10 archive/directory
+  config.data.data_dir = ""          # TFDS data_dir
+
+  config.model = ml_collections.ConfigDict()
+  config.model.arch = "fc"           # fc | conv | lc
+  config.model.vectorized = True     # VNN (K = num_classes) or conventional (K = 1)
+  config.model.nonneg = True         # weights of layers l > 1 kept >= 0
+  config.model.widths = config_dict.placeholder(tuple)  # None: Tables 3-4
+
+  config.rule = "gevb"               # vectorized: gevb | bp; conventional: dfa | bp
+  config.seed = 0
+  config.num_epochs = 190
+  config.eval_every = 10
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.learning_rate = 3e-4
+  config.stop_at_zero_train_error = True
+
+  config.metrics = ml_collections.ConfigDict()
+  config.metrics.alignment = True    # angles vs the gradient at every evaluation
+  config.metrics.alignment_examples = 128
+  config.metrics.cluster_quality = False  # t-SNE of the conv/LC representations
+  config.metrics.tsne_examples = 2000
+  config.metrics.tsne_iters = 5000
+
+  config.progress = True             # tqdm bar (only on a TTY)
+  config.overwrite = False           # start over in a workdir of another config
+  return config

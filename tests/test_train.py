@@ -1,0 +1,228 @@
+"""The training CLI end to end: every arch x kind x rule, resume, faults, data parallel."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import gevb_jax
+from gevb_jax import train
+from configs import default as default_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FASHION = "/usr/share/datasets/fashion-mnist"
+SMALL = {"fc": (128, 64), "conv": (16, 8, 64), "lc": (8, 8, 64)}
+
+
+def _config(**overrides):
+  config = default_config.get_config()
+  config.num_epochs = 2
+  config.eval_every = 1
+  config.progress = False
+  config.metrics.alignment_examples = 32
+  for key, value in overrides.items():
+    target = config
+    *path, leaf = key.split(".")
+    for part in path:
+      target = target[part]
+    target[leaf] = value
+  return config
+
+
+def _cli(workdir, *flags, env=None, **kwargs):
+  cmd = [sys.executable, "-m", "gevb_jax.main", "--config=configs/default.py",
+         f"--workdir={workdir}", "--config.progress=False", *flags]
+  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
+                        env={**os.environ, **(env or {})}, timeout=300, **kwargs)
+
+
+def _metrics(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  for row in rows:
+    row.pop("wall_time_s")
+  return rows
+
+
+def _final_params(workdir):
+  """The latest checkpoint's params on this process's first device, wherever saved."""
+  manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
+  path = os.path.join(manager.directory, str(manager.latest_step()), "default")
+  checkpointer = ocp.StandardCheckpointer()
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+      checkpointer.metadata(path).item_metadata)
+  return checkpointer.restore(path, target)["params"]
+
+
+CASES = [(arch, vectorized, rule) for arch in gevb_jax.ARCHS for vectorized in (True, False)
+         for rule in (gevb_jax.VECTORIZED_RULES if vectorized
+                      else gevb_jax.CONVENTIONAL_RULES)]
+
+
+@pytest.mark.parametrize("arch,vectorized,rule", CASES)
+def test_every_arch_kind_and_rule_trains_on_digits(tmp_path, arch, vectorized, rule):
+  config = _config(**{"model.arch": arch, "model.vectorized": vectorized, "rule": rule,
+                      "model.widths": SMALL[arch], "num_epochs": 3,
+                      "stop_at_zero_train_error": False, "learning_rate": 3e-3})
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  rows = _metrics(tmp_path)
+  assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+  for row in rows:
+    assert 0 <= row["train_error"] <= 1 and 0 <= row["test_error"] <= 1
+    assert row["step"] == row["epoch"] * (1437 // 128)
+  # 33 steps at 10x the paper's learning rate: every rule learns (DFA slowest).
+  assert rows[-1]["train_loss"] < 0.95 * rows[0]["train_loss"]
+  assert rows[-1]["test_error"] < rows[0]["test_error"] - 0.05
+  assert summary == {"final_train_error": rows[-1]["train_error"],
+                     "final_test_error": rows[-1]["test_error"], "epochs_run": 3,
+                     "stopped_early": False}
+  if rule != "bp":
+    hidden = [info.name for info in gevb_jax.make_network(
+        arch, input_shape=(8, 8, 1), num_classes=10, vectorized=vectorized, nonneg=True,
+        widths=SMALL[arch]).hidden]
+    assert list(rows[0]["alignment"]) == hidden
+    # delta_hat >= 0 bounds GEVB's angle by 90 degrees in a nonneg VNN; DFA's isn't.
+    bound = 90 if vectorized else 180
+    assert all(0 <= a <= bound for a in rows[-1]["alignment"].values())
+  assert set(os.listdir(tmp_path / "checkpoints")) >= {"0", "3"}
+  assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["model"]["arch"] == arch
+
+
+def test_early_stop_at_zero_train_error_and_rerun_is_a_no_op(tmp_path):
+  config = _config(num_epochs=40, eval_every=5)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  rows = _metrics(tmp_path)
+  assert summary["stopped_early"] and summary["final_train_error"] == 0
+  assert rows[-1]["train_error"] == 0 and all(r["train_error"] > 0 for r in rows[:-1])
+  assert summary["epochs_run"] == rows[-1]["epoch"] < 40
+  assert summary["final_test_error"] < 0.1  # Digits FC VNN learns for real.
+  assert train.train_and_evaluate(config, str(tmp_path)) == summary
+  assert _metrics(tmp_path) == rows
+
+
+def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
+  flags = ["--config.num_epochs=12", "--config.eval_every=4",
+           "--config.stop_at_zero_train_error=False", "--config.model.widths=(64,32)"]
+  reference, resumed = tmp_path / "reference", tmp_path / "resumed"
+  assert _cli(reference, *flags).returncode == 0
+  cmd = [sys.executable, "-m", "gevb_jax.main", "--config=configs/default.py",
+         f"--workdir={resumed}", "--config.progress=False", *flags]
+  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  checkpoints = resumed / "checkpoints"
+  deadline = time.time() + 240
+  while time.time() < deadline and not (checkpoints.exists() and any(
+      name.isdigit() and int(name) >= 5 for name in os.listdir(checkpoints))):
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert not (resumed / "summary.json").exists(), "the run finished before the kill"
+  result = _cli(resumed, *flags)
+  assert result.returncode == 0, result.stderr
+  assert _metrics(resumed) == _metrics(reference)
+  for a, b in zip(*(jax.tree_util.tree_leaves(_final_params(d)) for d in (resumed, reference))):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_two_device_data_parallel_run_matches_one_device(tmp_path):
+  flags = ["--config.num_epochs=2", "--config.stop_at_zero_train_error=False",
+           "--config.model.widths=(64,32)"]
+  one, two = tmp_path / "one", tmp_path / "two"
+  assert _cli(one, *flags).returncode == 0
+  result = _cli(two, *flags, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert result.returncode == 0, result.stderr
+  m1, m2 = _metrics(one), _metrics(two)
+  assert [r["train_error"] for r in m1] == pytest.approx([r["train_error"] for r in m2],
+                                                         abs=2 / 1437)
+  # Only the order of the cross-device gradient sum differs: float32 rounding.
+  for a, b in zip(jax.tree_util.tree_leaves(_final_params(one)), jax.tree_util.tree_leaves(_final_params(two))):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+  bad = _cli(tmp_path / "bad", "--config.batch_size=127",
+             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  assert bad.returncode != 0
+  assert "batch_size 127 does not divide over 2 devices" in bad.stderr
+
+
+def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
+  train.train_and_evaluate(_config(num_epochs=1), str(tmp_path))
+  with pytest.raises(train.TrainingError, match=r"rule: 'gevb' -> 'bp'"):
+    train.train_and_evaluate(_config(num_epochs=1, rule="bp"), str(tmp_path))
+  summary = train.train_and_evaluate(_config(num_epochs=1, rule="bp", overwrite=True),
+                                     str(tmp_path))
+  assert summary["epochs_run"] == 1
+  with open(tmp_path / "config.json") as f:
+    assert json.load(f)["rule"] == "bp"
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
+  config = _config(num_epochs=3, stop_at_zero_train_error=False)
+  reference = train.train_and_evaluate(config, str(tmp_path / "ref"))
+  config2 = _config(num_epochs=2, stop_at_zero_train_error=False)
+  train.train_and_evaluate(config2, str(tmp_path / "run"))
+  # Damage every file of the latest checkpoint (epoch 2), then continue to epoch 3.
+  for dirpath, _, files in os.walk(tmp_path / "run" / "checkpoints" / "2"):
+    for name in files:
+      with open(os.path.join(dirpath, name), "wb") as f:
+        f.write(b"garbage")
+  os.remove(tmp_path / "run" / "summary.json")
+  with open(tmp_path / "run" / "config.json") as f:
+    stored = json.load(f)
+  stored["num_epochs"] = 3
+  with open(tmp_path / "run" / "config.json", "w") as f:
+    json.dump(stored, f)
+  summary = train.train_and_evaluate(config, str(tmp_path / "run"))
+  assert "epoch 2 is unreadable" in caplog.text
+  assert summary == reference
+  assert _metrics(tmp_path / "run") == _metrics(tmp_path / "ref")
+
+
+def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
+  result = _cli(tmp_path, "--config.learning_rate=1e38", "--config.num_epochs=5")
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith(
+      "error: non-finite training loss in epoch")
+  assert "Traceback" not in result.stderr
+  manager = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
+  state = manager.restore(manager.latest_step())
+  assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(state["params"]))
+  assert not (tmp_path / "summary.json").exists()
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--config.data.source=idx", "--config.data.path=/nonexistent/mnist"],
+     "/nonexistent/mnist"),
+    (["--config.data.source=floppy"], "'floppy'"),
+    (["--config.rule=dfa"], "valid rules: ('bp', 'gevb')"),
+    (["--config.model.arch=rnn"], "unknown arch 'rnn'"),
+    (["--config.model.widths=(33,16)"], "even"),
+])
+def test_bad_input_exits_with_one_readable_line(tmp_path, flags, message):
+  result = _cli(tmp_path, *flags)
+  assert result.returncode == 1
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and message in last
+  assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(not os.path.isdir(FASHION),
+                    reason=f"{FASHION} missing (apt-get install dataset-fashion-mnist)")
+def test_fashion_mnist_end_to_end(tmp_path):
+  from configs import fashion_mnist  # pylint: disable=import-outside-toplevel
+  config = fashion_mnist.get_config()
+  config.num_epochs = 1
+  config.progress = False
+  config.model.widths = (128, 64)
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  # 468 GEVB steps of a nonneg FC VNN: far below chance (90 %) on real data.
+  assert summary["final_test_error"] < 0.25
