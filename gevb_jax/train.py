@@ -60,6 +60,20 @@ def make_train_step(net, tx, rule, mesh):
   return jax.jit(step, donate_argnums=0, out_shardings=(replicated, replicated))
 
 
+def run_epoch(train_step, state, x_all, y_all, batches, mesh, progress=False, desc=""):
+  """Runs ``train_step`` over ``batches`` (indices, ``(steps, batch)``).
+
+  Returns the new state and the summed loss, still on the device: nothing here waits
+  for a step, so the host stays ahead of the devices.
+  """
+  sharding = NamedSharding(mesh, P("data"))
+  loss_sum = 0.0
+  for idx in tqdm.tqdm(batches, desc=desc, disable=not progress, leave=False):
+    state, loss = train_step(state, x_all, y_all, jax.device_put(idx, sharding))
+    loss_sum = loss_sum + loss
+  return state, loss_sum
+
+
 def make_eval_step(net, mesh):
   """Jitted ``(variables, x, y, weight) -> (summed errors, summed losses)``."""
   def step(variables, x, y, weight):
@@ -166,7 +180,8 @@ def _read_metrics(path, last_epoch):
 # --- Main loop -----------------------------------------------------------------
 
 
-def _mesh():
+def data_mesh():
+  """A 1-d mesh over every local device; batches are split along its "data" axis."""
   return Mesh(np.array(jax.devices()), ("data",))
 
 
@@ -183,7 +198,7 @@ def train_and_evaluate(config, workdir):
     with open(summary_path) as f:
       return json.load(f)
 
-  mesh = _mesh()
+  mesh = data_mesh()
   if config.batch_size % mesh.size:
     raise TrainingError(f"batch_size {config.batch_size} does not divide over "
                         f"{mesh.size} devices; use a multiple of {mesh.size}")
@@ -261,14 +276,11 @@ def train_and_evaluate(config, workdir):
     last = history[-1]
   stopped_early = config.stop_at_zero_train_error and last["train_error"] == 0
   show = config.progress and sys.stderr.isatty()
-  batch_sharding = NamedSharding(mesh, P("data"))
   while epoch < config.num_epochs and not stopped_early:
     epoch += 1
     batches = data.batch_indices(len(ds.train_x), config.batch_size, config.seed, epoch)
-    loss_sum = 0.0
-    for idx in tqdm.tqdm(batches, desc=f"epoch {epoch}", disable=not show, leave=False):
-      state, loss = train_step(state, x_all, y_all, jax.device_put(idx, batch_sharding))
-      loss_sum = loss_sum + loss
+    state, loss_sum = run_epoch(train_step, state, x_all, y_all, batches, mesh,
+                                progress=show, desc=f"epoch {epoch}")
     if not math.isfinite(float(loss_sum)):
       raise TrainingError(f"non-finite training loss in epoch {epoch} "
                           f"({float(loss_sum)}); the checkpoint of epoch {epoch - 1} "
