@@ -120,31 +120,30 @@ def _flatten(d, prefix=""):
 _NOT_IDENTITY = ("progress", "overwrite")
 
 
-def _check_workdir(config, workdir):
-  """Refuses a workdir holding another config's run, or wipes it when asked."""
+def _config_changes(config, workdir):
+  """``"key: old -> new"`` for every field that differs from the workdir's run."""
   path = os.path.join(workdir, "config.json")
-  resolved = json.loads(config.to_json())
-  if os.path.exists(path):
-    with open(path) as f:
-      stored = json.load(f)
-    new, old = _flatten(resolved), _flatten(stored)
-    differ = sorted(k for k in set(new) | set(old)
-                    if k.split(".")[0] not in _NOT_IDENTITY and new.get(k) != old.get(k))
-    if differ:
-      if not config.overwrite:
-        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in differ)
-        raise TrainingError(f"workdir {workdir} holds a run with another config "
-                            f"({diff}); use another workdir or "
-                            "--config.overwrite=True to start over")
-      for name in ("checkpoints", "metrics.jsonl", "summary.json"):
-        target = os.path.join(workdir, name)
-        if os.path.isdir(target):
-          shutil.rmtree(target)
-        elif os.path.exists(target):
-          os.remove(target)
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    old = _flatten(json.load(f))
+  new = _flatten(json.loads(config.to_json()))
+  return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(new) | set(old))
+          if k.split(".")[0] not in _NOT_IDENTITY and new.get(k) != old.get(k)]
+
+
+def _claim_workdir(config, workdir, start_over):
+  """Writes ``config.json``, first removing another config's run if ``start_over``."""
+  if start_over:
+    for name in ("checkpoints", "metrics.jsonl", "summary.json"):
+      target = os.path.join(workdir, name)
+      if os.path.isdir(target):
+        shutil.rmtree(target)
+      elif os.path.exists(target):
+        os.remove(target)
   os.makedirs(workdir, exist_ok=True)
-  with open(path, "w") as f:
-    json.dump(resolved, f, indent=2, sort_keys=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(json.loads(config.to_json()), f, indent=2, sort_keys=True)
 
 
 def _restore(manager, abstract_state):
@@ -191,9 +190,13 @@ def train_and_evaluate(config, workdir):
   Returns the summary dict also written to ``summary.json``.
   """
   config = config.copy_and_resolve_references()
-  _check_workdir(config, workdir)
+  changes = _config_changes(config, workdir)
+  if changes and not config.overwrite:
+    raise TrainingError(f"workdir {workdir} holds a run with another config "
+                        f"({', '.join(changes)}); use another workdir or "
+                        "--config.overwrite=True to start over")
   summary_path = os.path.join(workdir, "summary.json")
-  if os.path.exists(summary_path):
+  if not changes and os.path.exists(summary_path):
     logging.info("%s already finished; nothing to do", workdir)
     with open(summary_path) as f:
       return json.load(f)
@@ -211,6 +214,8 @@ def train_and_evaluate(config, workdir):
       widths=config.model.widths)
   gevb_jax.rules.check_rule(net, config.rule)
   tx = gevb_jax.make_optimizer(net, learning_rate=config.learning_rate)
+  # Only a run that can start claims the workdir: a typo leaves it as it was.
+  _claim_workdir(config, workdir, start_over=bool(changes))
 
   variables = net.init(jax.random.key(config.seed))
   state = {"params": variables["params"], "fixed": variables["fixed"],

@@ -213,6 +213,8 @@ def test_bad_input_exits_with_one_readable_line(tmp_path, flags, message):
   last = result.stderr.strip().splitlines()[-1]
   assert last.startswith("error: ") and message in last
   assert "Traceback" not in result.stderr
+  # Nothing was claimed: the corrected command can use the same workdir.
+  assert not (tmp_path / "config.json").exists()
 
 
 @pytest.mark.skipif(not os.path.isdir(FASHION),
