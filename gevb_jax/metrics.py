@@ -12,6 +12,7 @@ Angles are computed per example and averaged over the batch, in degrees. Conv an
 layers count every (position, channel) as a unit.
 """
 
+import functools
 import math
 
 import jax
@@ -27,6 +28,7 @@ def _tap_gradients(net, variables, x, objective):
   return jax.grad(lambda t: objective(net.apply(variables, x, t)))(taps)
 
 
+@functools.partial(jax.jit, static_argnames="net")
 def delta_hat(net, variables, x):
   """Per-example ``delta_hat^l_i`` (Eq. 12) of a vectorized net, ``{name: (B, n_l)}``.
 
@@ -58,6 +60,12 @@ def alignment(net, variables, x, labels, rule):
   """
   if rule == "bp":
     return {}
+  angles = _alignment(net, variables, x, labels, rule)
+  return {name: float(angles[name]) for name in (info.name for info in net.hidden)}
+
+
+@functools.partial(jax.jit, static_argnames=("net", "rule"))
+def _alignment(net, variables, x, labels, rule):
   if rule == "gevb":
     true = delta_hat(net, variables, x)
     rule_signal = {n: jnp.ones_like(d) for n, d in true.items()}
@@ -74,7 +82,7 @@ def alignment(net, variables, x, labels, rule):
   for name, d in true.items():
     angles = _angles_deg(rule_signal[name], d)
     valid = jnp.linalg.norm(d, axis=-1) > 0
-    out[name] = float(jnp.sum(jnp.where(valid, angles, 0.0)) / jnp.maximum(valid.sum(), 1))
+    out[name] = jnp.sum(jnp.where(valid, angles, 0.0)) / jnp.maximum(valid.sum(), 1)
   return out
 
 
