@@ -54,8 +54,8 @@ def main():
     jax.block_until_ready(loss)
     times.append(time.perf_counter() - t)
   device = float(np.sum(times))
-  print(f"| model | steps | loop s | steps alone s | s/epoch | overhead |")
-  print(f"|---|---:|---:|---:|---:|---:|")
+  print("| model | steps | loop s | steps alone s | s/epoch | overhead |")
+  print("|---|---:|---:|---:|---:|---:|")
   print(f"| Fashion-MNIST vec {args.arch} {args.rule} | {steps} | {loop:.2f} | "
         f"{device:.2f} | {loop / args.epochs:.2f} | {100 * (loop - device) / loop:.1f}% |")
 

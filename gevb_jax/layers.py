@@ -15,7 +15,6 @@ construction without materialising the one-hot expansion.
 import dataclasses
 import math
 
-import jax
 import jax.numpy as jnp
 from jax import lax
 
