@@ -120,15 +120,24 @@ class LocallyConnected:
   def fan_in(self, in_shape):
     return self.kernel * self.kernel * in_shape[-1]
 
+  def patches(self, x):
+    """``(N, H, W, C) -> (N, H_out, W_out, C * k * k)``, ordered (c, kh, kw).
+
+    Built from k*k strided slices: unlike ``lax.conv_general_dilated_patches`` (a
+    convolution with a one-hot kernel) this and its transpose are pure data movement.
+    """
+    k, s, p = self.kernel, self.stride, self.padding
+    n, _, _, c = x.shape
+    ho, wo, _ = self.out_shape(x.shape[1:])
+    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+    cols = [xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :]
+            for i in range(k) for j in range(k)]
+    return jnp.stack(cols, axis=-1).reshape(n, ho, wo, c * k * k)
+
   def lin(self, w, x):
-    p = self.padding
-    # (N, H_out, W_out, C_in * k * k), features ordered (c, kh, kw) like the kernel.
-    patches = lax.conv_general_dilated_patches(
-        x, (self.kernel, self.kernel), (self.stride, self.stride), ((p, p), (p, p)),
-        dimension_numbers=("NHWC", "OIHW", "NHWC"))
     ho, wo = w.shape[:2]
     w = w.reshape(ho, wo, -1, w.shape[-1])  # (H_out, W_out, P, C_out)
-    return jnp.einsum("nhwp,hwpc->nhwc", patches, w)
+    return jnp.einsum("nhwp,hwpc->nhwc", self.patches(x), w)
 
   def flops(self, in_shape):
     ho, wo, c = self.out_shape(in_shape)

@@ -70,7 +70,7 @@ def _patches(x, k, stride, pad):
   return out
 
 
-def _by_hand(net, variables, x, e, rule):
+def _by_hand(net, variables, x, e):
   """Rule updates written out with numpy loops over layers, examples and positions.
 
   GEVB (Eq. 9, Appendix H): dW_ij = sum_examples G_i sum_mu a_{j mu} e_mu, summed over
@@ -128,34 +128,22 @@ def _by_hand(net, variables, x, e, rule):
 
 @pytest.mark.parametrize("arch", gevb_jax.ARCHS)
 @pytest.mark.parametrize("nonneg", [True, False])
-def test_gevb_equals_eq9_by_hand(arch, nonneg):
-  net = _net(arch, nonneg=nonneg)
+@pytest.mark.parametrize("rule", ["gevb", "dfa"])
+def test_gevb_and_dfa_equal_their_equations_written_by_hand(arch, nonneg, rule):
+  """GEVB (Eq. 9) in VNNs; DFA, (B e * mask) outer a (Eq. 5), in conventional nets."""
+  net = _net(arch, vectorized=rule == "gevb", nonneg=nonneg)
   variables = net.init(jax.random.key(2))
   x, y = _batch(net, batch=3)
-  _, updates = gevb_jax.loss_and_updates(net, variables, x, y, "gevb")
-  expected = _by_hand(net, variables, x, _error_vector(net, variables, x, y), "gevb")
+  _, updates = gevb_jax.loss_and_updates(net, variables, x, y, rule)
+  expected = _by_hand(net, variables, x, _error_vector(net, variables, x, y))
+  # float32 sums of up to ~600 terms against numpy's float64: ~1e-5 relative.
   chex.assert_trees_all_close(updates, expected, rtol=1e-4, atol=1e-6)
-  # The readout's GEVB update is its gradient.
+  # The readout's update is its gradient.
   grads = _autodiff(net, variables, x, y)
   chex.assert_trees_all_close(updates["readout"], grads["readout"], rtol=1e-5, atol=1e-7)
 
 
-@pytest.mark.parametrize("arch", gevb_jax.ARCHS)
-@pytest.mark.parametrize("nonneg", [True, False])
-def test_dfa_equals_feedback_times_mask_outer_activity(arch, nonneg):
-  net = _net(arch, vectorized=False, nonneg=nonneg)
-  variables = net.init(jax.random.key(3))
-  feedback = variables["fixed"][net.hidden[0].name]["feedback"]
-  assert (feedback >= 0).all() if nonneg else (feedback < 0).any()
-  x, y = _batch(net, batch=3)
-  _, updates = gevb_jax.loss_and_updates(net, variables, x, y, "dfa")
-  expected = _by_hand(net, variables, x, _error_vector(net, variables, x, y), "dfa")
-  chex.assert_trees_all_close(updates, expected, rtol=1e-4, atol=1e-6)
-  grads = _autodiff(net, variables, x, y)
-  chex.assert_trees_all_close(updates["readout"], grads["readout"], rtol=1e-5, atol=1e-7)
-
-
-@hypothesis.settings(deadline=None, max_examples=15)
+@hypothesis.settings(deadline=None, max_examples=8)
 @hypothesis.given(seed=st.integers(0, 2**16), n1=st.sampled_from([4, 8, 16]),
                   n2=st.sampled_from([4, 8, 16]), classes=st.integers(2, 6))
 def test_single_example_gradient_sign_matches_gevb_in_nonneg_fc_vnn(seed, n1, n2, classes):
