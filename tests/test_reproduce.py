@@ -54,4 +54,5 @@ def test_tiny_grid_sweep_then_report_fills_every_cell_and_figure(tmp_path):
       [sys.executable, "-m", "launch.sweep", f"--grid={grid}", "--seeds=2",
        f"--root={runs}", "--gpus=cpu", "--dry-run"],
       cwd=ROOT, capture_output=True, text=True, timeout=120)
-  assert again.stdout.count("pending") == 0 and again.stdout.count("done") == 48
+  assert "48 experiments: 0 pending, 48 done" in again.stdout
+  assert sum(line.startswith("done ") for line in again.stdout.splitlines()) == 48
