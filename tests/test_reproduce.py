@@ -13,7 +13,7 @@ def test_tiny_grid_sweep_then_report_fills_every_cell_and_figure(tmp_path):
   grid = tmp_path / "grid.json"
   grid.write_text(json.dumps({
       "config": "configs/default.py",
-      "overrides": {"num_epochs": 2, "eval_every": 1, "batch_size": 256,
+      "overrides": {"num_epochs": 2, "eval_every": 2, "batch_size": 256,
                     "metrics.cluster_quality": True, "metrics.tsne_iters": 250,
                     "metrics.tsne_examples": 100, "metrics.alignment_examples": 32},
   }))
