@@ -33,10 +33,11 @@ import matplotlib
 from matplotlib import figure
 import numpy as np
 
+from gevb_jax.models import ARCHS
+
 _OUT = flags.DEFINE_string(
     'out', None, 'Directory to write the tables, figures and report.md into.')
 
-ARCHS = ('fc', 'conv', 'lc')
 ARCH_NAMES = {'fc': 'FC', 'conv': 'Conv', 'lc': 'LC'}
 # Table columns in the paper's order: (vectorized, nonneg, rule).
 COLUMNS = (

@@ -80,7 +80,8 @@ from absl import app
 from absl import flags
 from absl import logging
 
-ARCHS = ('fc', 'conv', 'lc')
+from gevb_jax.models import ARCHS
+
 # Network kind (vectorized or conventional) -> the learning rules it admits.
 RULES = {'vec': ('gevb', 'bp'), 'conv': ('dfa', 'bp')}
 CPU = 'cpu'
