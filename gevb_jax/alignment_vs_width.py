@@ -5,8 +5,9 @@
 
 For each width n, nonnegative FC VNNs with every hidden layer n wide (ON/OFF init)
 are built for the config's dataset; the angle between GEVB's and the gradient's
-single-example updates (Appendix E) is measured per hidden layer on a fixed batch of
-test inputs, and Eq. 15's ``arctan r^l`` is computed from the same weights. Writes
+single-example updates (Appendix E) is measured per hidden layer on the first training
+inputs in stored order (as the authors measured it), and Eq. 15's ``arctan r^l`` is
+computed from the same weights. Writes
 ``alignment_vs_width.md`` (mean +- std over seeds), ``alignment_vs_width.json`` and
 ``alignment_vs_width.png``.
 """
@@ -31,7 +32,7 @@ flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_list("widths", ["64", "128", "256", "512", "1024", "2048", "4096"],
                   "Hidden widths n (even).")
 flags.DEFINE_integer("seeds", 5, "Initialisations per width.")
-flags.DEFINE_integer("examples", 128, "Test examples the angles are averaged over.")
+flags.DEFINE_integer("examples", 128, "Training examples (the first, in stored order) the angles are averaged over.")
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config naming the data.")
 
 
@@ -93,7 +94,7 @@ def main(argv):
   del argv
   widths = [int(w) for w in FLAGS.widths]
   ds = data.load_dataset(FLAGS.config.data)
-  x = ds.test_x[:FLAGS.examples]
+  x = ds.train_x[:FLAGS.examples]
   results = measure(ds.train_x.shape[1:], ds.num_classes, x, widths, FLAGS.seeds)
   os.makedirs(FLAGS.out, exist_ok=True)
   stem = os.path.join(FLAGS.out, "alignment_vs_width")
@@ -101,7 +102,7 @@ def main(argv):
     json.dump({str(n): r for n, r in results.items()}, f, indent=2)
   with open(stem + ".md", "w") as f:
     f.write(f"GEVB alignment at init, nonneg FC VNN on {ds.name}, mean ± std over "
-            f"{FLAGS.seeds} seeds, {len(x)} test examples (degrees).\n\n")
+            f"{FLAGS.seeds} seeds, {len(x)} training examples (degrees).\n\n")
     f.write(table(results))
   plot(results, stem + ".png")
   print(table(results))

@@ -2,14 +2,21 @@
 
 Appendix K: representations at the output of the convolutional layers are
 projected to 600 dimensions with PCA, then embedded in 2-D with t-SNE
-(perplexity 20, learning rate 100). Section 6 scores the class clustering of
-the embedding by
+(perplexity 20, learning rate 100). The class clustering of the embedding is
+scored two ways, which differ:
 
-  Q = 1 - ((1/C) sum_c mean(r_c^2)) / mean(r^2),
+* Section 6's text, ``cluster_quality_squared``:
+  ``Q = 1 - ((1/C) sum_c mean(r_c^2)) / mean(r^2)``, with mean(r_c^2) the mean
+  squared pairwise distance between points of class c and mean(r^2) the same
+  over all points;
+* Fig. 3B's, from the authors' notebook (``notebooks/conv_viz.ipynb``, cell 9,
+  ``rms_dists``/``tsne_d``), ``cluster_quality_rms``:
+  ``Q = 1 - ((1/C) sum_c RMS_c) / RMS`` with ``RMS = sqrt(2 sum_d var_d)``
+  (``ddof=1``), the root-mean-square distance over distinct pairs.
 
-where mean(r_c^2) is the mean squared pairwise distance between points of
-class c, mean(r^2) the same over all points, and C the number of classes
-(the paper writes K, which here is reserved for the output dimension).
+C is the number of classes (the paper writes K, which here is reserved for the
+output dimension). The report's Fig. 3B uses the notebook's, which made the
+published figure.
 """
 
 import matplotlib
@@ -37,8 +44,19 @@ def _mean_squared_distance(x: np.ndarray) -> float:
   return 2.0 * float(x.var(axis=0).sum())
 
 
-def cluster_quality(embedding: np.ndarray, labels: np.ndarray) -> float:
-  """Cluster quality Q = 1 - (1/C) sum_c mean(r_c^2) / mean(r^2) (Section 6).
+def _checked(embedding: np.ndarray,
+             labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  embedding = np.asarray(embedding, dtype=np.float64)
+  labels = np.asarray(labels)
+  if embedding.ndim != 2 or labels.shape != embedding.shape[:1]:
+    raise ValueError(
+        f'Expected (N, d) embedding and (N,) labels, got {embedding.shape} '
+        f'and {labels.shape}.')
+  return embedding, labels
+
+
+def cluster_quality_squared(embedding: np.ndarray, labels: np.ndarray) -> float:
+  """Section 6's text: Q = 1 - (1/C) sum_c mean(r_c^2) / mean(r^2).
 
   Means run over all ordered pairs, including each point with itself, so a
   class with a single point has mean(r_c^2) = 0 and every term is defined.
@@ -57,17 +75,50 @@ def cluster_quality(embedding: np.ndarray, labels: np.ndarray) -> float:
   Raises:
     ValueError: if the shapes disagree or all points coincide.
   """
-  embedding = np.asarray(embedding, dtype=np.float64)
-  labels = np.asarray(labels)
-  if embedding.ndim != 2 or labels.shape != embedding.shape[:1]:
-    raise ValueError(
-        f'Expected (N, d) embedding and (N,) labels, got {embedding.shape} '
-        f'and {labels.shape}.')
+  embedding, labels = _checked(embedding, labels)
   overall = _mean_squared_distance(embedding)
   if overall == 0.0:
     raise ValueError('Cluster quality is undefined when all points coincide.')
   within = [_mean_squared_distance(embedding[labels == c])
             for c in np.unique(labels)]
+  return 1.0 - float(np.mean(within)) / overall
+
+
+def _rms_distance(x: np.ndarray) -> float:
+  """The notebook's ``rms_dists``: sqrt(2 sum_d var_d), ``ddof=1``.
+
+  Equals the root-mean-square of ||x_i - x_j|| over distinct pairs i != j.
+  """
+  return float(np.sqrt(2.0 * x.var(axis=0, ddof=1).sum()))
+
+
+def cluster_quality_rms(embedding: np.ndarray, labels: np.ndarray) -> float:
+  """Fig. 3B's: Q = 1 - (1/C) sum_c RMS_c / RMS, from the authors' notebook.
+
+  ``RMS`` is the root-mean-square distance between distinct points, sqrt(2 *
+  total variance) with ``ddof=1`` (``conv_viz.ipynb`` cell 9); the notebook plots
+  ``Delta Q`` through ``d_init - d_trained`` with ``d = 1 - Q``. A class with a
+  single point has no distinct pair and is left out of the mean over classes.
+
+  Args:
+    embedding: (N, d) points, e.g. a t-SNE embedding.
+    labels: (N,) class labels.
+
+  Returns:
+    The cluster quality Q (at most 1, 1 when every class collapses to a point).
+
+  Raises:
+    ValueError: if the shapes disagree, all points coincide, or no class has
+      two points.
+  """
+  embedding, labels = _checked(embedding, labels)
+  counts = {c: int(np.sum(labels == c)) for c in np.unique(labels)}
+  classes = [c for c, n in counts.items() if n > 1]
+  overall = _rms_distance(embedding) if len(embedding) > 1 else 0.0
+  if overall == 0.0 or not classes:
+    raise ValueError('Cluster quality is undefined when all points coincide '
+                     'or no class has two points.')
+  within = [_rms_distance(embedding[labels == c]) for c in classes]
   return 1.0 - float(np.mean(within)) / overall
 
 

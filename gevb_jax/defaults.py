@@ -32,9 +32,9 @@ def base_config():
 
   config.metrics = ml_collections.ConfigDict()
   config.metrics.alignment = True    # angles vs the gradient at every evaluation
-  config.metrics.alignment_examples = 128
+  config.metrics.alignment_examples = 128  # the first training examples, stored order
   config.metrics.cluster_quality = False  # t-SNE of the conv/LC representations
-  config.metrics.tsne_examples = 2000
+  config.metrics.tsne_examples = 10000    # first training examples; 0: all (the paper)
   config.metrics.tsne_iters = 5000
 
   config.progress = True             # tqdm bar (only on a TTY)

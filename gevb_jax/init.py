@@ -1,4 +1,4 @@
-"""He and ON/OFF initialisers (paper Section 5, Eq. 16).
+"""He and ON/OFF initialisers (paper Section 5, Eq. 16), as the released code draws them.
 
 ON/OFF units are interleaved: unit (or channel) ``2m`` is the ON cell and ``2m + 1`` its
 OFF partner, with opposite gating vectors. Because channels are the fastest axis of
@@ -14,35 +14,60 @@ half width, ``[.]+`` is rectification)::
 and the first layer is ``W[:, 2m] = W~[:, m]``, ``W[:, 2m + 1] = -W~[:, m]``. OFF cells
 then carry exactly minus their ON partner's activation, and the ON cells compute what
 the half-width mixed-sign network ``W~`` computes.
+
+Where Eq. 16 and the text are silent, the authors' released code decides (it made
+Tables 1-2; docs/reproduction.md lists each choice):
+
+* the first weighted layer has std ``1 / sqrt(fan_in)`` in every kind of network, He's
+  ``sqrt(2 / fan_in)`` only past it (``init_methods.py:15-16, 39, 52-53, 76``); in a
+  vectorized net ``fan_in`` is the scalar input's ``n_0``, since the released layers
+  multiply the one-hot ``K n_0`` fan-in back by ``sqrt(K)`` (``vnn.py:43-44``);
+* the readout's outputs are ON/OFF paired too (``init_methods.py:25-32``); a single
+  output (the vectorized readout) is an ON row alone;
+* DFA's layers share one feedback matrix (``dfa_util.py:68-76, 84``).
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
 
 
-def he_normal(key, shape, fan_in, dtype=jnp.float32):
-  """He initialisation: i.i.d. N(0, 2 / fan_in)."""
-  return jax.random.normal(key, shape, dtype) * jnp.sqrt(2.0 / fan_in).astype(dtype)
+def scaled_normal(key, shape, fan_in, gain, dtype=jnp.float32):
+  """I.i.d. ``N(0, gain / fan_in)``: He for ``gain = 2``, the first layer's ``gain = 1``."""
+  return jax.random.normal(key, shape, dtype) * jnp.sqrt(gain / fan_in).astype(dtype)
+
+
+def first_layer_gain(first):
+  """Variance gain of a layer: 1 for the first weighted layer, He's 2 after it."""
+  return 1.0 if first else 2.0
 
 
 def interleave(even, odd, axis):
   """Interleaves two equal arrays along ``axis``: ``[even_0, odd_0, even_1, ...]``."""
   axis = axis % even.ndim
   stacked = jnp.stack([even, odd], axis=axis + 1)
-  return stacked.reshape(*even.shape[:axis], -1, *even.shape[axis + 1:])
+  return stacked.reshape(*even.shape[:axis], -1, *even.shape[axis + 1 :])
 
 
-def halve(shape, axis):
-  """``shape`` with the size along ``axis`` halved (it must be even)."""
+def halve(shape, axis, allow_odd=False):
+  """``shape`` with the size along ``axis`` halved (rounded up if ``allow_odd``)."""
   axis = axis % len(shape)
-  if shape[axis] % 2:
-    raise ValueError(f"ON/OFF pairing needs an even size, got {shape[axis]} "
-                     f"along axis {axis} of kernel shape {shape}")
-  return (*shape[:axis], shape[axis] // 2, *shape[axis + 1:])
+  if shape[axis] % 2 and not allow_odd:
+    raise ValueError(
+      f"ON/OFF pairing needs an even size, got {shape[axis]} "
+      f"along axis {axis} of kernel shape {shape}"
+    )
+  return (*shape[:axis], -(-shape[axis] // 2), *shape[axis + 1 :])
 
 
-def on_off_kernel(key, shape, fan_in, *, in_axis, first, readout):
-  """Nonnegative ON/OFF kernel of Eq. 16 built from a half-size He kernel.
+def mixed_sign_kernel(key, shape, fan_in, *, first):
+  """He kernel, with the first layer's ``1 / sqrt(fan_in)`` (``init_methods.py:15-16``)."""
+  return scaled_normal(key, shape, fan_in, first_layer_gain(first))
+
+
+def on_off_kernel(key, shape, fan_in, *, in_axis, first):
+  """Nonnegative ON/OFF kernel of Eq. 16 built from a half-size kernel ``W~``.
 
   Args:
     key: PRNG key.
@@ -50,25 +75,23 @@ def on_off_kernel(key, shape, fan_in, *, in_axis, first, readout):
     fan_in: fan-in of the full layer; the half network's fan-in is ``fan_in / 2``
       past the first layer (its inputs are the ON cells only).
     in_axis: the kernel axis of input units/channels (ignored for the first layer).
-    first: the first layer is mixed-sign: ``(+W~; -W~)``.
-    readout: the readout's outputs are not paired.
+    first: the first layer is mixed-sign: ``(+W~; -W~)`` with ``W~`` of std
+      ``1 / sqrt(fan_in)``.
 
   Returns:
-    The kernel, ``[.]+``-rectified blocks past the first layer.
+    The kernel, ``[.]+``-rectified blocks past the first layer. Outputs come in
+    ON/OFF pairs; an odd last output (a single readout unit) is an ON row alone, as
+    in the released code's ``max(out_features // 2, 1)`` (``init_methods.py:25``).
   """
   if first:
-    half = he_normal(key, halve(shape, -1), fan_in)
+    half = scaled_normal(key, halve(shape, -1), fan_in, first_layer_gain(True))
     return interleave(half, -half, axis=-1)
-  half_shape = halve(shape, in_axis)
-  if not readout:
-    half_shape = halve(half_shape, -1)
-  half = he_normal(key, half_shape, fan_in // 2)
+  half_shape = halve(halve(shape, in_axis), -1, allow_odd=True)
+  half = scaled_normal(key, half_shape, fan_in // 2, first_layer_gain(False))
   pos, neg = jax.nn.relu(half), jax.nn.relu(-half)
   on_rows = interleave(pos, neg, axis=in_axis)  # Weights onto ON cells.
-  if readout:
-    return on_rows
   off_rows = interleave(neg, pos, axis=in_axis)  # Weights onto OFF cells.
-  return interleave(on_rows, off_rows, axis=-1)
+  return interleave(on_rows, off_rows, axis=-1)[..., : shape[-1]]
 
 
 def gating_vectors(key, num_components, num_units, vectorized):
@@ -85,11 +108,34 @@ def gating_vectors(key, num_components, num_units, vectorized):
   return interleave(t, -t, axis=-1)
 
 
-def dfa_feedback(key, num_classes, num_units, nonneg):
-  """Fixed DFA feedback matrix ``B`` (Eq. 5), ``(num_classes, num_units)``.
+def dfa_feedback(key, num_classes, out_shapes, nonneg):
+  """Fixed DFA feedback matrices ``B_l`` (Eq. 5), one ``(num_classes, n_l)`` per layer.
 
-  Uniform on [0, 1] for nonnegative networks and on [-1, 1] for mixed-sign ones
-  (Appendix J).
+  As in the released code (``dfa_util.py:68-76, 84``; Appendix J): one matrix of shape
+  ``(num_classes, max_l n_l)``, uniform on [0, 1] for nonnegative networks and on
+  [-1, 1] for mixed-sign ones, and layer ``l`` takes its first ``n_l`` columns, so the
+  layers' feedback overlaps. The columns are indexed in PyTorch's flatten order of a
+  conv/LC output, (channel, height, width), and mapped to this library's
+  (height, width, channel) layout, so every unit gets the feedback the reference
+  gives it.
+
+  Args:
+    key: PRNG key.
+    num_classes: C, the rows of every ``B_l``.
+    out_shapes: each hidden layer's output shape, ``(n,)`` or ``(H, W, C)``.
+    nonneg: nonnegative network.
+
+  Returns:
+    A list of ``(num_classes, prod(shape))`` arrays, in this library's unit order.
   """
+  sizes = [math.prod(shape) for shape in out_shapes]
   low = 0.0 if nonneg else -1.0
-  return jax.random.uniform(key, (num_classes, num_units), jnp.float32, low, 1.0)
+  full = jax.random.uniform(key, (num_classes, max(sizes)), jnp.float32, low, 1.0)
+  out = []
+  for shape, n in zip(out_shapes, sizes):
+    b = full[:, :n]
+    if len(shape) == 3:
+      h, w, c = shape
+      b = b.reshape(num_classes, c, h, w).transpose(0, 2, 3, 1).reshape(num_classes, n)
+    out.append(b)
+  return out

@@ -6,7 +6,6 @@ a static argument of ``jax.jit``) with Flax-style ``init`` and ``apply``.
 
 import dataclasses
 import functools
-import math
 from typing import Any, NamedTuple
 
 import jax
@@ -34,6 +33,9 @@ _TABLE4 = {
            L.LocallyConnected(32, 5, 1, 2), L.AvgPool(2),
            L.LocallyConnected(32, 2, 2, 0), L.Flatten(), L.Dense(512)),
 }
+# The released code's vectorized CIFAR-10 LC net has a 256-unit dense layer
+# (vec_models.py:92-93), not Table 4's 512; its conventional one has 512 (nonvec_models.py:140).
+_TABLE4_VECTORIZED = {**_TABLE4, "lc": _TABLE4["lc"][:-1] + (L.Dense(256),)}
 
 
 class LayerInfo(NamedTuple):
@@ -100,30 +102,35 @@ class Network:
   def init(self, rng):
     """Variables: ``{"params": {name: {w, b}}, "fixed": {name: {t[, feedback]}}}``.
 
-    Mixed-sign networks get He weights; nonnegative ones ON/OFF weights (Eq. 16).
+    Mixed-sign networks get He weights; nonnegative ones ON/OFF weights (Eq. 16); in
+    both the first weighted layer has std ``1 / sqrt(fan_in)`` (see ``init.py``).
     Biases start at zero. ``fixed`` holds what is drawn once and never trained: gating
-    vectors for every hidden layer and, in conventional networks, DFA feedback.
+    vectors for every hidden layer and, in conventional networks, each layer's slice
+    of the one DFA feedback matrix.
     """
     params, fixed = {}, {}
     k = self.num_components
+    rng_layers, rng_feedback = jax.random.split(rng)
     for index, info in enumerate(self.weighted):
-      key_w, key_t, key_b = jax.random.split(jax.random.fold_in(rng, index), 3)
+      key_w, key_t = jax.random.split(jax.random.fold_in(rng_layers, index))
       shape = self.kernel_shape(info)
       fan_in = info.layer.fan_in(info.in_shape)
       if self.nonneg:
         w = initializers.on_off_kernel(key_w, shape, fan_in, in_axis=info.layer.in_axis,
-                                       first=info.first, readout=info.readout)
+                                       first=info.first)
       else:
-        w = initializers.he_normal(key_w, shape, fan_in)
+        w = initializers.mixed_sign_kernel(key_w, shape, fan_in, first=info.first)
       b = jnp.zeros((k, *info.layer.bias_shape(info.out_shape)), jnp.float32)
       params[info.name] = {"w": w, "b": b}
-      if info.readout:
-        continue
-      fixed[info.name] = {"t": initializers.gating_vectors(
-          key_t, k, info.out_shape[-1], self.vectorized)}
-      if not self.vectorized:
-        fixed[info.name]["feedback"] = initializers.dfa_feedback(
-            key_b, self.num_classes, math.prod(info.out_shape), self.nonneg)
+      if not info.readout:
+        fixed[info.name] = {"t": initializers.gating_vectors(
+            key_t, k, info.out_shape[-1], self.vectorized)}
+    if not self.vectorized:
+      feedback = initializers.dfa_feedback(
+          rng_feedback, self.num_classes, [info.out_shape for info in self.hidden],
+          self.nonneg)
+      for info, b in zip(self.hidden, feedback):
+        fixed[info.name]["feedback"] = b
     return {"params": params, "fixed": fixed}
 
   def apply(self, variables, x, taps=None):
@@ -194,7 +201,8 @@ def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=N
   Args:
     arch: "fc", "conv" or "lc".
     input_shape: ``(H, W, C)``. One-channel inputs get Table 3's layers (MNIST),
-      three-channel inputs Table 4's (CIFAR-10).
+      three-channel inputs Table 4's (CIFAR-10), except that the vectorized LC net's
+      dense layer is 256 wide, as in the released code.
     num_classes: number of classes; K of the vectorized network.
     vectorized: vector units (VNN, K = num_classes) or conventional (K = 1).
     nonneg: nonnegative weights past the first layer, ON/OFF initialised.
@@ -209,7 +217,8 @@ def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=N
   input_shape = tuple(int(s) for s in input_shape)
   if len(input_shape) != 3:
     raise ValueError(f"input_shape must be (H, W, C), got {input_shape}")
-  table = {1: _TABLE3, 3: _TABLE4}.get(input_shape[-1])
+  table = {1: _TABLE3, 3: _TABLE4_VECTORIZED if vectorized else _TABLE4}.get(
+      input_shape[-1])
   if table is None:
     raise ValueError(f"input_shape {input_shape} has {input_shape[-1]} channels; "
                      "1 (Table 3) or 3 (Table 4) are supported")

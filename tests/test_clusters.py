@@ -41,7 +41,7 @@ def _points_and_labels(draw, balanced):
 @given(_points_and_labels(balanced=False))
 def test_quality_bounds(data):
   x, labels = data
-  q = clusters.cluster_quality(x, labels)
+  q = clusters.cluster_quality_squared(x, labels)
   num_classes = len(np.unique(labels))
   smallest = min(np.sum(labels == c) for c in np.unique(labels))
   assert q <= 1.0 + 1e-9
@@ -52,13 +52,13 @@ def test_quality_bounds(data):
 @given(_points_and_labels(balanced=True))
 def test_quality_in_unit_interval_for_balanced_classes(data):
   x, labels = data
-  assert -1e-9 <= clusters.cluster_quality(x, labels) <= 1.0 + 1e-9
+  assert -1e-9 <= clusters.cluster_quality_squared(x, labels) <= 1.0 + 1e-9
 
 
 def test_quality_below_minus_one_for_small_spread_class():
   x = np.concatenate([[[-10.0], [10.0]], np.zeros((100, 1))])
   labels = np.array([0, 0] + [1] * 100)
-  assert clusters.cluster_quality(x, labels) < -1.0
+  assert clusters.cluster_quality_squared(x, labels) < -1.0
 
 
 @pytest.mark.parametrize('seed', range(5))
@@ -67,15 +67,15 @@ def test_quality_matches_brute_force(seed):
   x = rng.normal(size=(30, 3))
   labels = rng.integers(0, 4, size=30)
   np.testing.assert_allclose(
-      clusters.cluster_quality(x, labels), _brute_force_quality(x, labels),
+      clusters.cluster_quality_squared(x, labels), _brute_force_quality(x, labels),
       rtol=1e-10, atol=1e-12)
 
 
 def test_separated_clusters_beat_shuffled_labels():
   rng = np.random.default_rng(0)
   x, labels = _gaussian_clusters(rng, 5, 40, 2, spread=0.01)
-  tight = clusters.cluster_quality(x, labels)
-  shuffled = clusters.cluster_quality(x, rng.permutation(labels))
+  tight = clusters.cluster_quality_squared(x, labels)
+  shuffled = clusters.cluster_quality_squared(x, rng.permutation(labels))
   assert tight > 0.999
   assert abs(shuffled) < 0.1
   assert tight > shuffled
@@ -85,15 +85,15 @@ def test_quality_invariant_to_similarity_transforms():
   rng = np.random.default_rng(1)
   x, labels = _gaussian_clusters(rng, 3, 20, 4, spread=3.0)
   rotation, _ = np.linalg.qr(rng.normal(size=(4, 4)))
-  q = clusters.cluster_quality(x, labels)
+  q = clusters.cluster_quality_squared(x, labels)
   for transformed in (x + rng.normal(size=4) * 100, 0.01 * x, x @ rotation):
     np.testing.assert_allclose(
-        clusters.cluster_quality(transformed, labels), q, rtol=1e-9)
+        clusters.cluster_quality_squared(transformed, labels), q, rtol=1e-9)
 
 
 def test_quality_rejects_coincident_points():
   with pytest.raises(ValueError, match='coincide'):
-    clusters.cluster_quality(np.ones((4, 2)), np.array([0, 0, 1, 1]))
+    clusters.cluster_quality_squared(np.ones((4, 2)), np.array([0, 0, 1, 1]))
 
 
 def test_tsne_embedding_separates_clusters():
@@ -103,8 +103,8 @@ def test_tsne_embedding_separates_clusters():
   assert embedding.shape == (100, 2)
   assert np.all(np.isfinite(embedding))
   # 250 iterations only cover t-SNE's early-exaggeration phase.
-  assert clusters.cluster_quality(embedding, labels) > 0.8
-  assert abs(clusters.cluster_quality(embedding, rng.permutation(labels))) < 0.1
+  assert clusters.cluster_quality_squared(embedding, labels) > 0.8
+  assert abs(clusters.cluster_quality_squared(embedding, rng.permutation(labels))) < 0.1
 
 
 def test_tsne_embedding_tiny_input():

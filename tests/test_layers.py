@@ -215,7 +215,11 @@ def test_make_network_builds_every_arch_and_kind(input_shape, arch):
 
 
 def _table(k, out):
-  """Expected (w, b) shapes of Tables 3-4 with K components and ``out`` readout units."""
+  """Expected (w, b) shapes of Tables 3-4 with K components and ``out`` readout units.
+
+  The vectorized CIFAR-10 LC net's dense layer is 256 wide, as in the released code
+  (vec_models.py:92), not Table 4's 512; the conventional one keeps 512."""
+  lc_dense = 256 if k > 1 else 512
   return {
       ("fc", (28, 28, 1)): {
           "dense_0": ((784, k, 1024), (k, 1024)),
@@ -246,8 +250,8 @@ def _table(k, out):
           "lc_0": ((32, 32, 3, 5, 5, k, 64), (k, 32, 32, 64)),
           "lc_1": ((16, 16, 64, 5, 5, 32), (k, 16, 16, 32)),
           "lc_2": ((4, 4, 32, 2, 2, 32), (k, 4, 4, 32)),
-          "dense_0": ((4 * 4 * 32, 512), (k, 512)),
-          "readout": ((512, out), (k, out))},
+          "dense_0": ((4 * 4 * 32, lc_dense), (k, lc_dense)),
+          "readout": ((lc_dense, out), (k, out))},
   }
 
 

@@ -68,8 +68,9 @@ def _write_run(root, index, seed, dataset='digits', measurements=True):
   summary = {'final_train_error': train, 'final_test_error': test,
              'epochs_run': 20, 'stopped_early': False}
   if measurements and experiment.arch != 'fc':
-    summary['cluster_quality'] = {'init': 0.05,
-                                  'final': 0.05 + 0.01 * index + 0.01 * seed}
+    summary['cluster_quality'] = {
+        'fig3b_rms': {'init': 0.05, 'final': 0.05 + 0.01 * index + 0.01 * seed},
+        'section6_squared': {'init': 0.1, 'final': 0.2}}
   (workdir / 'summary.json').write_text(json.dumps(summary))
 
 
@@ -155,6 +156,17 @@ def test_table_latex(root):
 def test_plots_skip_without_measurements(tmp_path):
   runs_dir = tmp_path / 'runs'
   _write_run(runs_dir, 8, 0, measurements=False)  # Conv, vectorized GEVB+.
+  # Fig. 3B plots the notebook's score; the text's alone, or an older run's
+  # unnamed one, is not drawn as if it were.
+  _write_run(runs_dir, 9, 0)
+  summary_path = _workdir(runs_dir, report.GRID[9], 0) / 'summary.json'
+  summary = json.loads(summary_path.read_text())
+  summary['cluster_quality'] = {'section6_squared': {'init': 0.1, 'final': 0.2}}
+  summary_path.write_text(json.dumps(summary))
+  _write_run(runs_dir, 10, 0)
+  summary_path = _workdir(runs_dir, report.GRID[10], 0) / 'summary.json'
+  summary['cluster_quality'] = {'init': 0.1, 'final': 0.2}
+  summary_path.write_text(json.dumps(summary))
   runs = report.collect_runs(runs_dir)
   path = tmp_path / 'figure.png'
   assert not report.plot_alignment(runs, 'digits', True, True, path)
