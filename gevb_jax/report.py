@@ -14,7 +14,10 @@ vectorized, nonneg, rule) over seeds. For each dataset DIR receives
   cluster_quality_<dataset>.png             change in cluster quality, Fig. 3B
 
 plus table1.* (MNIST) and table2.* (CIFAR-10) and a `report.md` linking them.
-Standard deviations over seeds are population ones (ddof=0).
+On MNIST and CIFAR-10 every table cell also shows the paper's published number
+and the difference, and report.md says how many cells fall within the tolerance
+documented in `gevb_jax.paper_results`. Standard deviations over seeds are
+population ones (ddof=0).
 """
 
 import collections
@@ -33,6 +36,7 @@ import matplotlib
 from matplotlib import figure
 import numpy as np
 
+from gevb_jax import paper_results
 from gevb_jax.models import ARCHS
 
 _OUT = flags.DEFINE_string(
@@ -49,7 +53,7 @@ COLUMNS = (
 # The rule compared with BP in each kind of network: GEVB in vectorized
 # networks, DFA in conventional ones.
 APPROX_RULE = {True: 'gevb', False: 'dfa'}
-PAPER_TABLES = {'mnist': 1, 'cifar10': 2}
+PAPER_TABLES = paper_results.TABLE_NUMBERS
 DATASET_NAMES = {
     'mnist': 'MNIST', 'cifar10': 'CIFAR-10',
     'fashion_mnist': 'Fashion-MNIST', 'digits': 'Digits',
@@ -224,10 +228,54 @@ class _Style(NamedTuple):
   missing: str
   pm: str
   bold: str
+  paper: str  # Formats the paper's cell after ours,
+  delta: str  # and ours minus the paper's.
 
 
-_MARKDOWN = _Style(missing='—', pm='±', bold='**{}**')
-_LATEX = _Style(missing='---', pm=r'$\pm$', bold=r'\textbf{{{}}}')
+_MARKDOWN = _Style(missing='—', pm='±', bold='**{}**', paper=' · paper {}',
+                   delta=' · Δ {:+.2f}')
+_LATEX = _Style(missing='---', pm=r'$\pm$', bold=r'\textbf{{{}}}',
+                paper='; paper {}', delta=r'; $\Delta$ {:+.2f}')
+
+
+def _paper_cell(dataset: str,
+                experiment: Experiment) -> paper_results.PaperCell | None:
+  return paper_results.published(dataset, *experiment)
+
+
+def _paper_text(paper: paper_results.PaperCell) -> str:
+  text = f'{paper.test:.2f}'
+  return text + (f' ({paper.train:.2f})' if paper.train is not None else '')
+
+
+def paper_agreement(runs: Sequence[Run], dataset: str) -> tuple[int, int] | None:
+  """(cells within tolerance of the paper, cells compared), or None for a data
+  set the paper has no table for. A cell is compared once a seed finished."""
+  if dataset not in PAPER_TABLES:
+    return None
+  groups = _by_experiment(_of_dataset(runs, dataset))
+  within = compared = 0
+  for experiment in GRID:
+    cell = _cell(groups.get(experiment, []))
+    if cell is None:
+      continue
+    compared += 1
+    within += int(paper_results.within_tolerance(
+        cell.test_mean, _paper_cell(dataset, experiment).test))
+  return within, compared
+
+
+def _agreement_lines(runs: Sequence[Run], dataset: str) -> list[str]:
+  """The markdown line saying how many cells reproduce the paper's (or none)."""
+  counts = paper_agreement(runs, dataset)
+  if counts is None:
+    return []
+  within, compared = counts
+  return [f'- {within} of {compared} cells within tolerance of the paper\'s Table '
+          f'{PAPER_TABLES[dataset]} (|ours − paper| ≤ max('
+          f'{paper_results.TOLERANCE_POINTS}, '
+          f'{paper_results.TOLERANCE_RELATIVE:.0%} of the paper\'s error) '
+          'percentage points).']
 
 
 def _table_rows(runs: Sequence[Run], dataset: str,
@@ -236,7 +284,8 @@ def _table_rows(runs: Sequence[Run], dataset: str,
 
   A cell reads "test mean ± std (train mean)", the smallest GEVB or DFA test
   error of a row is bold, and "n=..." flags cells with fewer finished seeds
-  than the dataset has seeds.
+  than the dataset has seeds. On MNIST and CIFAR-10 the paper's cell and the
+  difference (ours − paper, percentage points) follow.
   """
   groups = _by_experiment(_of_dataset(runs, dataset))
   num_seeds = len(grid_status(runs, dataset).seeds)
@@ -247,17 +296,21 @@ def _table_rows(runs: Sequence[Run], dataset: str,
     approx = [cell.test_mean for cell, (_, _, rule) in zip(cells, COLUMNS)
               if cell is not None and rule != 'bp']
     row = []
-    for cell, (_, _, rule) in zip(cells, COLUMNS):
+    for cell, column in zip(cells, COLUMNS):
+      paper = _paper_cell(dataset, Experiment(arch, *column))
+      published = '' if paper is None else style.paper.format(_paper_text(paper))
       if cell is None:
-        row.append(style.missing)
+        row.append(style.missing + published)
         continue
       text = f'{cell.test_mean:.2f} {style.pm} {cell.test_std:.2f}'
       if cell.train_mean >= TRAIN_ERROR_SHOWN:
         text += f' ({cell.train_mean:.2f})'
-      if rule != 'bp' and cell.test_mean == min(approx):
+      if column[2] != 'bp' and cell.test_mean == min(approx):
         text = style.bold.format(text)
       if cell.num_seeds < num_seeds:
         text += f', n={cell.num_seeds}'
+      if paper is not None:
+        text += published + style.delta.format(cell.test_mean - paper.test)
       row.append(text)
     rows.append(row)
   return rows
@@ -282,13 +335,16 @@ def table_markdown(runs: Sequence[Run], dataset: str) -> str:
       f'Final test error (%), mean ± std over {len(status.seeds)} seeds; '
       f'train error (%) in parentheses when ≥ {TRAIN_ERROR_SHOWN}. '
       'Bold: the smallest GEVB or DFA test error of each row. '
-      'n=…: fewer finished seeds. —: no finished run.',
+      'n=…: fewer finished seeds. —: no finished run.'
+      + (' paper: the published mean test (train) error over 5 seeds; '
+         'Δ: ours − paper.' if dataset in PAPER_TABLES else ''),
       '',
       '| ' + ' | '.join(header) + ' |',
       '|' + '---|' * len(header),
       *('| ' + ' | '.join(row) + ' |' for row in body),
       '',
       *(f'- {line}' for line in status.lines()),
+      *_agreement_lines(runs, dataset),
   ]
   return '\n'.join(lines) + '\n'
 
@@ -304,6 +360,9 @@ def table_latex(runs: Sequence[Run], dataset: str) -> str:
     caption += f'; {len(status.missing)} of {status.total} runs missing'
   if status.unfinished:
     caption += f'; {len(status.unfinished)} unfinished'
+  if dataset in PAPER_TABLES:
+    caption += ('. Paper: the published mean test (train) error; '
+                r'$\Delta$: ours $-$ paper')
   sign_groups = ' & '.join([r'\multicolumn{2}{c}{Nonnegative} & '
                             r'\multicolumn{2}{c}{Mixed-sign}'] * 2)
   lines = [
@@ -542,6 +601,7 @@ def write_report(runs: Sequence[Run], out: str | os.PathLike[str]) -> str:
         'Tables: ' + ', '.join(f'[{s}.md]({s}.md) ([LaTeX]({s}.tex))'
                                for s in stems),
         '', *(f'- {line}' for line in grid_status(runs, dataset).lines()),
+        *_agreement_lines(runs, dataset),
         '', 'Figures:', '',
         _figure_line(
             out, f'curves_{dataset}.png',

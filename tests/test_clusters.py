@@ -120,3 +120,37 @@ def test_scatter_png_writes_png(tmp_path):
   path = tmp_path / 'tsne.png'
   clusters.scatter_png(x, labels, str(path), 'GEVB+ after training')
   assert path.read_bytes().startswith(b'\x89PNG\r\n\x1a\n')
+
+
+def _brute_force_rms_quality(x, labels):
+  """Fig. 3B's score from pairwise distances: 1 - mean_c RMS_c / RMS, RMS over
+  distinct pairs (the notebook's sqrt(2 sum var), ddof=1, written out)."""
+  def rms(points):
+    d = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    n = len(points)
+    return np.sqrt(np.sum(d ** 2) / (n * (n - 1)))
+  within = [rms(x[labels == c]) for c in np.unique(labels)]
+  return 1.0 - np.mean(within) / rms(x)
+
+
+@pytest.mark.parametrize('seed', range(5))
+def test_fig3b_quality_matches_brute_force_and_differs_from_the_text(seed):
+  rng = np.random.default_rng(seed)
+  x = rng.normal(size=(30, 3)) + 2.0 * rng.integers(0, 2, size=(30, 1))
+  labels = rng.integers(0, 4, size=30)
+  labels[:8] = np.arange(8) % 4  # Every class has at least two points.
+  q = clusters.cluster_quality_rms(x, labels)
+  np.testing.assert_allclose(q, _brute_force_rms_quality(x, labels), rtol=1e-10)
+  # RMS ratios, not ratios of mean squares: the two formulas disagree.
+  assert abs(q - clusters.cluster_quality_squared(x, labels)) > 1e-3
+
+
+def test_fig3b_quality_leaves_out_single_point_classes():
+  x = np.array([[0.0], [1.0], [10.0], [11.0], [5.0]])
+  labels = np.array([0, 0, 1, 1, 2])
+  # Classes 0 and 1 have RMS_c = 1; class 2 is left out; RMS runs over all 5 points.
+  overall = np.sqrt(2 * x.var(ddof=1))
+  np.testing.assert_allclose(clusters.cluster_quality_rms(x, labels),
+                             1.0 - 1.0 / overall, rtol=1e-12)
+  with pytest.raises(ValueError, match='no class has two points'):
+    clusters.cluster_quality_rms(x[:3], np.array([0, 1, 2]))

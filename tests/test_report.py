@@ -127,6 +127,7 @@ def test_table_cells(root):
   bold = [index % 8 for index, cell in enumerate(cells) if '**' in cell]
   assert bold == [0, 0, 0]
   assert 'All 48 runs finished.' in markdown
+  assert 'paper' not in markdown  # The paper has no digits table.
 
 
 def test_table_unfinished_and_missing(root):
@@ -219,3 +220,88 @@ def test_cli_without_runs_fails(tmp_path, make_dir):
   assert result.returncode != 0
   assert result.stderr.strip() == (
       f'No runs (directories with config.json) found under {root}.')
+
+
+def _set_test_error(root, index, dataset, test_percent):
+  path = _workdir(root, report.GRID[index], 0, dataset) / 'summary.json'
+  summary = json.loads(path.read_text())
+  summary['final_test_error'] = test_percent / 100
+  path.write_text(json.dumps(summary))
+
+
+def test_paper_column_and_tolerance_count(tmp_path):
+  """Each MNIST/CIFAR-10 cell shows the paper's number and ours − paper; the
+  count uses |Δ| <= max(0.2, 5 % of the paper's error)."""
+  root = tmp_path / 'runs'
+  # GRID[0]: FC VNN nonneg GEVB, Table 1: 1.87 (0.06), Table 2: 47.62 (1.25).
+  # GRID[21]: LC conventional nonneg BP, Table 1: 1.21, Table 2: 35.51.
+  cases = {('mnist', 0): 1.87 + 0.19, ('mnist', 21): 1.21 - 0.21,
+           ('cifar10', 0): 47.62 + 2.3, ('cifar10', 21): 35.51 + 1.8}
+  for (dataset, index), test in cases.items():
+    _write_run(root, index, 0, dataset=dataset)
+    _set_test_error(root, index, dataset, test)
+  runs = report.collect_runs(root)
+  assert report.paper_agreement(runs, 'mnist') == (1, 2)
+  assert report.paper_agreement(runs, 'cifar10') == (1, 2)  # 5 %: 2.38 and 1.78.
+  mnist = _table_cells(report.table_markdown(runs, 'mnist'))
+  assert mnist[0].endswith('· paper 1.87 (0.06) · Δ +0.19')
+  assert mnist[21].endswith('· paper 1.21 · Δ -0.21')
+  assert mnist[1] == '— · paper 1.93 (0.05)'  # The paper's number without ours.
+  latex = report.table_latex(runs, 'cifar10')
+  assert r'; paper 47.62 (1.25); $\Delta$ +2.30' in latex
+  out = tmp_path / 'out'
+  markdown = pathlib.Path(report.write_report(runs, out)).read_text()
+  assert ("1 of 2 cells within tolerance of the paper's Table 1 "
+          '(|ours − paper| ≤ max(0.2, 5% of the paper\'s error) percentage '
+          'points).') in markdown
+  assert "1 of 2 cells within tolerance of the paper's Table 2" in markdown
+  assert '1 of 2 cells within' in (out / 'table1.md').read_text()
+
+
+def _write_mnist_idx(directory, num_train=64, num_test=32):
+  """Small MNIST-shaped idx files (28x28 uint8, every class present)."""
+  rng = np.random.default_rng(0)
+  directory.mkdir()
+  for prefix, n in (('train', num_train), ('t10k', num_test)):
+    labels = np.arange(n) % 10
+    images = rng.integers(0, 256, (n, 28, 28)).astype(np.uint8)
+    images[np.arange(n), labels, :] = 255  # A learnable, label-dependent stripe.
+    for kind, array, magic in (('images-idx3', images, 0x803),
+                               ('labels-idx1', labels.astype(np.uint8), 0x801)):
+      header = magic.to_bytes(4, 'big') + b''.join(
+          d.to_bytes(4, 'big') for d in array.shape)
+      (directory / f'{prefix}-{kind}-ubyte').write_bytes(header + array.tobytes())
+  return directory
+
+
+def test_paper_column_on_mnist_runs_trained_from_idx_files(tmp_path):
+  from configs import mnist as mnist_config
+  from gevb_jax import train
+  idx = _write_mnist_idx(tmp_path / 'mnist')
+  root = tmp_path / 'runs'
+  finals = {}
+  for vectorized, rule in ((True, 'gevb'), (False, 'dfa')):
+    config = mnist_config.get_config()
+    config.data.source, config.data.path = 'idx', str(idx)
+    config.model.vectorized, config.rule = vectorized, rule
+    config.model.widths = (32, 16)
+    config.num_epochs, config.eval_every, config.batch_size = 1, 1, 32
+    config.progress, config.metrics.alignment_examples = False, 16
+    workdir = root / f'fc-{rule}'
+    finals[rule] = 100 * train.train_and_evaluate(config, str(workdir))[
+        'final_test_error']
+  runs = report.collect_runs(root)
+  assert {run.dataset for run in runs} == {'mnist'}
+  cells = _table_cells(report.table_markdown(runs, 'mnist'))
+  # GRID[0] is FC VNN nonneg GEVB (paper 1.87), GRID[4] FC conventional nonneg
+  # DFA (paper 2.2 (0.3)).
+  for index, rule, paper in ((0, 'gevb', '1.87 (0.06)'), (4, 'dfa', '2.20 (0.30)')):
+    ours = finals[rule]
+    paper_test = float(paper.split()[0])
+    cell = cells[index].replace('**', '')
+    assert cell.startswith(f'{ours:.2f} ± 0.00')
+    assert cell.endswith(f'· paper {paper} · Δ {ours - paper_test:+.2f}')
+  within = sum(abs(finals[r] - p) <= max(0.2, 0.05 * p)
+               for r, p in (('gevb', 1.87), ('dfa', 2.2)))
+  markdown = pathlib.Path(report.write_report(runs, tmp_path / 'out')).read_text()
+  assert f"{within} of 2 cells within tolerance of the paper's Table 1" in markdown

@@ -13,7 +13,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import gevb_jax
-from gevb_jax import train
+from gevb_jax import clusters, data, metrics, train
 from configs import default as default_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -97,6 +97,54 @@ def test_every_arch_kind_and_rule_trains_on_digits(tmp_path, arch, vectorized, r
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
   with open(tmp_path / "config.json") as f:
     assert json.load(f)["model"]["arch"] == arch
+
+
+def test_alignment_is_measured_on_the_first_training_examples(tmp_path):
+  """As the released analysis does (alignment_and_concentration_viz.ipynb, cell 1:
+  the first training batch with shuffle_train=False), not on test examples."""
+  config = _config(**{"model.vectorized": False, "rule": "dfa", "num_epochs": 1,
+                      "model.widths": (64, 32), "metrics.alignment_examples": 40})
+  train.train_and_evaluate(config, str(tmp_path))
+  row = _metrics(tmp_path)[0]
+  ds = data.load_dataset(config.data)
+  net = gevb_jax.make_network("fc", input_shape=ds.train_x.shape[1:], num_classes=10,
+                              vectorized=False, nonneg=True, widths=(64, 32))
+  variables = net.init(jax.random.key(config.seed))
+  on_train = metrics.alignment(net, variables, ds.train_x[:40], ds.train_y[:40], "dfa")
+  on_test = metrics.alignment(net, variables, ds.test_x[:40], ds.test_y[:40], "dfa")
+  assert row["alignment"] == pytest.approx(on_train, abs=1e-4)
+  assert all(abs(on_train[k] - on_test[k]) > 1e-3 for k in on_train)
+
+
+@pytest.mark.parametrize("examples", [50, 0])
+def test_tsne_embeds_training_examples_and_reports_both_scores(tmp_path, monkeypatch,
+                                                                examples):
+  """conv_viz.ipynb embeds the training set; 0 examples means all of it."""
+  embedded = []
+
+  def fake_tsne(representations, *, iters, seed):
+    embedded.append(np.asarray(representations))
+    return np.asarray(representations)[:, :2]
+
+  monkeypatch.setattr(clusters, "tsne_embedding", fake_tsne)
+  config = _config(**{"model.arch": "conv", "model.widths": (8, 4, 16),
+                      "num_epochs": 1, "metrics.cluster_quality": True,
+                      "metrics.tsne_examples": examples})
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  ds = data.load_dataset(config.data)
+  n = examples or len(ds.train_x)
+  net = gevb_jax.make_network("conv", input_shape=ds.train_x.shape[1:], num_classes=10,
+                              vectorized=True, nonneg=True, widths=(8, 4, 16))
+  reps = np.asarray(net.representation(net.init(jax.random.key(config.seed)),
+                                       ds.train_x[:n]))
+  assert len(embedded) == 2 and embedded[0].shape == reps.shape
+  np.testing.assert_allclose(embedded[0], reps, rtol=1e-5, atol=1e-6)
+  quality = summary["cluster_quality"]
+  assert quality["fig3b_rms"]["init"] == pytest.approx(
+      clusters.cluster_quality_rms(reps[:, :2], ds.train_y[:n]))
+  assert quality["section6_squared"]["init"] == pytest.approx(
+      clusters.cluster_quality_squared(reps[:, :2], ds.train_y[:n]))
+  assert quality["fig3b_rms"]["final"] != quality["fig3b_rms"]["init"]
 
 
 def test_early_stop_at_zero_train_error_and_rerun_is_a_no_op(tmp_path):
