@@ -19,6 +19,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# Signals of smaller norm have no direction to measure (compute_angle's 1e-6).
+MIN_NORM = 1e-6
+
 
 def _tap_gradients(net, variables, x, objective):
   """``d objective / d a^l`` for every hidden layer, ``{name: (B, K, *S, C)}``."""
@@ -55,8 +58,10 @@ def alignment(net, variables, x, labels, rule):
   """Mean angle (degrees) between ``rule``'s signal and the gradient, per hidden layer.
 
   Returns ``{layer name: degrees}`` for "gevb" (vectorized) and "dfa" (conventional),
-  and ``{}`` for "bp", whose updates are the gradient. Examples whose true signal is
-  exactly zero (no active path, Appendix C) are left out of the mean.
+  and ``{}`` for "bp", whose updates are the gradient. Examples where either signal's
+  norm is at most ``MIN_NORM`` (no active path, Appendix C) are left out of the mean,
+  as the released analysis does (``alignment_and_concentration_viz.ipynb``, cell 3,
+  ``compute_angle``).
   """
   if rule == "bp":
     return {}
@@ -81,7 +86,8 @@ def _alignment(net, variables, x, labels, rule):
   out = {}
   for name, d in true.items():
     angles = _angles_deg(rule_signal[name], d)
-    valid = jnp.linalg.norm(d, axis=-1) > 0
+    valid = ((jnp.linalg.norm(d, axis=-1) > MIN_NORM)
+             & (jnp.linalg.norm(rule_signal[name], axis=-1) > MIN_NORM))
     out[name] = jnp.sum(jnp.where(valid, angles, 0.0)) / jnp.maximum(valid.sum(), 1)
   return out
 
