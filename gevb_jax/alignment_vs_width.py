@@ -32,7 +32,8 @@ flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_list("widths", ["64", "128", "256", "512", "1024", "2048", "4096"],
                   "Hidden widths n (even).")
 flags.DEFINE_integer("seeds", 5, "Initialisations per width.")
-flags.DEFINE_integer("examples", 128, "Training examples (the first, in stored order) the angles are averaged over.")
+flags.DEFINE_integer("examples", 128,
+                     "First training examples (stored order) the angles average over.")
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config naming the data.")
 
 

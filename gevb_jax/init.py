@@ -24,7 +24,7 @@ Tables 1-2; docs/reproduction.md lists each choice):
   multiply the one-hot ``K n_0`` fan-in back by ``sqrt(K)`` (``vnn.py:43-44``);
 * the readout's outputs are ON/OFF paired too (``init_methods.py:25-32``); a single
   output (the vectorized readout) is an ON row alone;
-* DFA's layers share one feedback matrix (``dfa_util.py:68-76, 84``).
+* DFA's layers share one feedback matrix (``dfa_util.py:66-76, 84``).
 """
 
 import math
@@ -34,12 +34,12 @@ import jax.numpy as jnp
 
 
 def scaled_normal(key, shape, fan_in, gain, dtype=jnp.float32):
-  """I.i.d. ``N(0, gain / fan_in)``: He for ``gain = 2``, the first layer's ``gain = 1``."""
+  """I.i.d. ``N(0, gain / fan_in)``: He for ``gain = 2``, the first layer's 1."""
   return jax.random.normal(key, shape, dtype) * jnp.sqrt(gain / fan_in).astype(dtype)
 
 
-def first_layer_gain(first):
-  """Variance gain of a layer: 1 for the first weighted layer, He's 2 after it."""
+def variance_gain(first):
+  """A layer's variance gain: 1 for the first weighted layer, He's 2 after it."""
   return 1.0 if first else 2.0
 
 
@@ -47,23 +47,21 @@ def interleave(even, odd, axis):
   """Interleaves two equal arrays along ``axis``: ``[even_0, odd_0, even_1, ...]``."""
   axis = axis % even.ndim
   stacked = jnp.stack([even, odd], axis=axis + 1)
-  return stacked.reshape(*even.shape[:axis], -1, *even.shape[axis + 1 :])
+  return stacked.reshape(*even.shape[:axis], -1, *even.shape[axis + 1:])
 
 
 def halve(shape, axis, allow_odd=False):
   """``shape`` with the size along ``axis`` halved (rounded up if ``allow_odd``)."""
   axis = axis % len(shape)
   if shape[axis] % 2 and not allow_odd:
-    raise ValueError(
-      f"ON/OFF pairing needs an even size, got {shape[axis]} "
-      f"along axis {axis} of kernel shape {shape}"
-    )
-  return (*shape[:axis], -(-shape[axis] // 2), *shape[axis + 1 :])
+    raise ValueError(f"ON/OFF pairing needs an even size, got {shape[axis]} "
+                     f"along axis {axis} of kernel shape {shape}")
+  return (*shape[:axis], -(-shape[axis] // 2), *shape[axis + 1:])
 
 
 def mixed_sign_kernel(key, shape, fan_in, *, first):
-  """He kernel, with the first layer's ``1 / sqrt(fan_in)`` (``init_methods.py:15-16``)."""
-  return scaled_normal(key, shape, fan_in, first_layer_gain(first))
+  """He kernel; the first layer's std is ``1 / sqrt(fan_in)`` (init_methods.py:15-16)."""
+  return scaled_normal(key, shape, fan_in, variance_gain(first))
 
 
 def on_off_kernel(key, shape, fan_in, *, in_axis, first):
@@ -84,14 +82,14 @@ def on_off_kernel(key, shape, fan_in, *, in_axis, first):
     in the released code's ``max(out_features // 2, 1)`` (``init_methods.py:25``).
   """
   if first:
-    half = scaled_normal(key, halve(shape, -1), fan_in, first_layer_gain(True))
+    half = scaled_normal(key, halve(shape, -1), fan_in, variance_gain(True))
     return interleave(half, -half, axis=-1)
   half_shape = halve(halve(shape, in_axis), -1, allow_odd=True)
-  half = scaled_normal(key, half_shape, fan_in // 2, first_layer_gain(False))
+  half = scaled_normal(key, half_shape, fan_in // 2, variance_gain(False))
   pos, neg = jax.nn.relu(half), jax.nn.relu(-half)
   on_rows = interleave(pos, neg, axis=in_axis)  # Weights onto ON cells.
   off_rows = interleave(neg, pos, axis=in_axis)  # Weights onto OFF cells.
-  return interleave(on_rows, off_rows, axis=-1)[..., : shape[-1]]
+  return interleave(on_rows, off_rows, axis=-1)[..., :shape[-1]]
 
 
 def gating_vectors(key, num_components, num_units, vectorized):
@@ -111,7 +109,7 @@ def gating_vectors(key, num_components, num_units, vectorized):
 def dfa_feedback(key, num_classes, out_shapes, nonneg):
   """Fixed DFA feedback matrices ``B_l`` (Eq. 5), one ``(num_classes, n_l)`` per layer.
 
-  As in the released code (``dfa_util.py:68-76, 84``; Appendix J): one matrix of shape
+  As in the released code (``dfa_util.py:66-76, 84``; Appendix J): one matrix of shape
   ``(num_classes, max_l n_l)``, uniform on [0, 1] for nonnegative networks and on
   [-1, 1] for mixed-sign ones, and layer ``l`` takes its first ``n_l`` columns, so the
   layers' feedback overlaps. The columns are indexed in PyTorch's flatten order of a

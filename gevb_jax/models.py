@@ -34,7 +34,8 @@ _TABLE4 = {
            L.LocallyConnected(32, 2, 2, 0), L.Flatten(), L.Dense(512)),
 }
 # The released code's vectorized CIFAR-10 LC net has a 256-unit dense layer
-# (vec_models.py:92-93), not Table 4's 512; its conventional one has 512 (nonvec_models.py:140).
+# (vec_models.py:92-94), not Table 4's 512; its conventional one has 512
+# (nonvec_models.py:140).
 _TABLE4_VECTORIZED = {**_TABLE4, "lc": _TABLE4["lc"][:-1] + (L.Dense(256),)}
 
 
