@@ -70,20 +70,25 @@ CASES = [(arch, vectorized, rule) for arch in gevb_jax.ARCHS for vectorized in (
 
 @pytest.mark.parametrize("arch,vectorized,rule", CASES)
 def test_every_arch_kind_and_rule_trains_on_digits(tmp_path, arch, vectorized, rule):
+  # DFA gets 6 epochs: with the released code's paired readout (logits in +/- pairs)
+  # a conventional nonneg DFA net sits on a plateau first. Measured on this tiny conv
+  # net, train error after epochs 1-6: 0.90, 0.90, 0.90, 0.84, 0.77, 0.75; the same
+  # net with an unpaired readout: 0.93, 0.86, 0.81, 0.77, 0.68, 0.60.
+  epochs = 6 if rule == "dfa" else 3
   config = _config(**{"model.arch": arch, "model.vectorized": vectorized, "rule": rule,
-                      "model.widths": SMALL[arch], "num_epochs": 3,
+                      "model.widths": SMALL[arch], "num_epochs": epochs,
                       "stop_at_zero_train_error": False, "learning_rate": 3e-3})
   summary = train.train_and_evaluate(config, str(tmp_path))
   rows = _metrics(tmp_path)
-  assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+  assert [r["epoch"] for r in rows] == list(range(epochs + 1))
   for row in rows:
     assert 0 <= row["train_error"] <= 1 and 0 <= row["test_error"] <= 1
     assert row["step"] == row["epoch"] * (1437 // 128)
-  # 33 steps at 10x the paper's learning rate: every rule learns (DFA slowest).
+  # 33 (DFA: 66) steps at 10x the paper's learning rate: every rule learns.
   assert rows[-1]["train_loss"] < 0.95 * rows[0]["train_loss"]
   assert rows[-1]["test_error"] < rows[0]["test_error"] - 0.05
   assert summary == {"final_train_error": rows[-1]["train_error"],
-                     "final_test_error": rows[-1]["test_error"], "epochs_run": 3,
+                     "final_test_error": rows[-1]["test_error"], "epochs_run": epochs,
                      "stopped_early": False}
   if rule != "bp":
     hidden = [info.name for info in gevb_jax.make_network(
@@ -93,7 +98,7 @@ def test_every_arch_kind_and_rule_trains_on_digits(tmp_path, arch, vectorized, r
     # delta_hat >= 0 bounds GEVB's angle by 90 degrees in a nonneg VNN; DFA's isn't.
     bound = 90 if vectorized else 180
     assert all(0 <= a <= bound for a in rows[-1]["alignment"].values())
-  assert set(os.listdir(tmp_path / "checkpoints")) >= {"0", "3"}
+  assert set(os.listdir(tmp_path / "checkpoints")) >= {"0", str(epochs)}
   assert any(f.startswith("events.out.tfevents") for f in os.listdir(tmp_path))
   with open(tmp_path / "config.json") as f:
     assert json.load(f)["model"]["arch"] == arch
