@@ -126,6 +126,34 @@ def test_gate_is_open_at_zero():
   np.testing.assert_array_equal(a, [[[1.0, 0.0], [1.0, 0.0]]])
 
 
+@pytest.mark.parametrize("layer,in_shape", [
+    (L.Dense(6), (20,)), (L.Conv(6, 3, 1, 1), (5, 4, 2)),
+    (L.LocallyConnected(6, 3, 2, 1), (5, 4, 2))])
+def test_first_layer_t_dot_h_from_the_input_equals_the_sum_over_components(
+    layer, in_shape):
+  """t . h of the first layer computed as one map of the input with the t-weighted
+  kernel equals the sum over K of t * h; with integer inputs and weights both are
+  exact, so the gates agree everywhere."""
+  rng = np.random.default_rng(0)
+  k = 4
+  kernel = layer.kernel_shape(in_shape)
+  w = _ints(rng, (*kernel[:-1], k, kernel[-1]), bound=2)
+  b = _ints(rng, (k, *layer.bias_shape(layer.out_shape(in_shape))), bound=2)
+  t = rng.choice([-1.0, 1.0], size=(k, 6)).astype(np.float32)
+  x = _ints(rng, (3, *in_shape), bound=2)
+  params = {"w": jnp.asarray(w), "b": jnp.asarray(b)}
+  h = L.linear(layer, params["w"], jnp.asarray(x), k, True) + params["b"]
+  expected = sum(t[mu].reshape(*([1] * (h.ndim - 3)), 6) * np.asarray(h[:, mu])
+                 for mu in range(k))
+  got = L.first_layer_t_dot_h(layer, params, jnp.asarray(t), jnp.asarray(x))
+  np.testing.assert_array_equal(got, expected)
+  assert (expected > 0).any() and (expected < 0).any()
+  a, mask = L.weighted_forward(layer, params, {"t": jnp.asarray(t)}, jnp.asarray(x),
+                               k, True, False)
+  np.testing.assert_array_equal(mask, expected >= 0)
+  np.testing.assert_array_equal(a, np.asarray(h) * (expected >= 0)[:, None])
+
+
 @hypothesis.settings(deadline=None, max_examples=8)
 @hypothesis.given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 4),
                   spatial=st.sampled_from([(), (3, 2)]))
