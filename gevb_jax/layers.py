@@ -247,5 +247,7 @@ def weighted_forward(layer, params, fixed, a, num_components, first, readout):
   h = linear(layer, params["w"], a, num_components, first) + params["b"]
   if readout:
     return h.reshape(h.shape[0], -1), None
-  t_dot_h = first_layer_t_dot_h(layer, params, fixed["t"], a) if first else None
+  # With K = 1 the sum over components is t * h itself: nothing to save.
+  from_input = first and num_components > 1
+  t_dot_h = first_layer_t_dot_h(layer, params, fixed["t"], a) if from_input else None
   return gate(h, fixed["t"], t_dot_h)
