@@ -26,7 +26,8 @@ def base_config():
   config.num_epochs = 190
   config.eval_every = 10
   config.batch_size = 128
-  config.eval_batch_size = 1000
+  config.eval_batch_size = 1000      # at most; smaller if memory_budget_mb says so
+  config.memory_budget_mb = 512      # activations of one evaluation/alignment batch
   config.learning_rate = 3e-4
   config.stop_at_zero_train_error = True
 

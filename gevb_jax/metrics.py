@@ -54,23 +54,37 @@ def _angles_deg(u, v):
   return jnp.degrees(jnp.arccos(jnp.clip(cos, -1.0, 1.0)))
 
 
-def alignment(net, variables, x, labels, rule):
+def _chunks(n, batch_size):
+  """Slices covering ``range(n)`` in steps of ``batch_size`` (all at once if None)."""
+  step = batch_size or max(n, 1)
+  return [slice(start, start + step) for start in range(0, n, step)]
+
+
+def alignment(net, variables, x, labels, rule, batch_size=None):
   """Mean angle (degrees) between ``rule``'s signal and the gradient, per hidden layer.
 
   Returns ``{layer name: degrees}`` for "gevb" (vectorized) and "dfa" (conventional),
   and ``{}`` for "bp", whose updates are the gradient. Examples where either signal's
   norm is at most ``MIN_NORM`` (no active path, Appendix C) are left out of the mean,
   as the released analysis does (``alignment_and_concentration_viz.ipynb``, cell 3,
-  ``compute_angle``).
+  ``compute_angle``). ``batch_size`` bounds the examples measured at once (the
+  gradient here is the K-wide one of plain autodiff); the mean is over all of ``x``.
   """
   if rule == "bp":
     return {}
-  angles = _alignment(net, variables, x, labels, rule)
-  return {name: float(angles[name]) for name in (info.name for info in net.hidden)}
+  sums = counts = None
+  for part in _chunks(len(x), batch_size):
+    s, c = _alignment_sums(net, variables, x[part],
+                           None if labels is None else labels[part], rule)
+    sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
+    counts = c if counts is None else jax.tree_util.tree_map(jnp.add, counts, c)
+  return {info.name: float(sums[info.name] / max(int(counts[info.name]), 1))
+          for info in net.hidden}
 
 
 @functools.partial(jax.jit, static_argnames=("net", "rule"))
-def _alignment(net, variables, x, labels, rule):
+def _alignment_sums(net, variables, x, labels, rule):
+  """Per layer: the sum of the valid examples' angles, and how many are valid."""
   if rule == "gevb":
     true = delta_hat(net, variables, x)
     rule_signal = {n: jnp.ones_like(d) for n, d in true.items()}
@@ -83,21 +97,24 @@ def _alignment(net, variables, x, labels, rule):
     grads = _tap_gradients(net, variables, x, total_loss)
     true = _first_component(net, grads)
     rule_signal = {n: e @ variables["fixed"][n]["feedback"] for n in true}
-  out = {}
+  sums, counts = {}, {}
   for name, d in true.items():
     angles = _angles_deg(rule_signal[name], d)
     valid = ((jnp.linalg.norm(d, axis=-1) > MIN_NORM)
              & (jnp.linalg.norm(rule_signal[name], axis=-1) > MIN_NORM))
-    out[name] = jnp.sum(jnp.where(valid, angles, 0.0)) / jnp.maximum(valid.sum(), 1)
-  return out
+    sums[name] = jnp.sum(jnp.where(valid, angles, 0.0))
+    counts[name] = valid.sum()
+  return sums, counts
 
 
-def relative_std(net, variables, x):
+def relative_std(net, variables, x, batch_size=None):
   """``r^l = sigma / mu`` of ``delta_hat^l`` over units (Eq. 21), batch-averaged."""
-  out = {}
-  for name, d in delta_hat(net, variables, x).items():
-    out[name] = float(jnp.mean(jnp.std(d, axis=-1) / jnp.mean(d, axis=-1)))
-  return out
+  sums = {}
+  for part in _chunks(len(x), batch_size):
+    for name, d in delta_hat(net, variables, x[part]).items():
+      ratio = jnp.sum(jnp.std(d, axis=-1) / jnp.mean(d, axis=-1))
+      sums[name] = sums.get(name, 0.0) + float(ratio)
+  return {name: total / len(x) for name, total in sums.items()}
 
 
 def _fan_out(info):

@@ -6,6 +6,7 @@ a static argument of ``jax.jit``) with Flax-style ``init`` and ``apply``.
 
 import dataclasses
 import functools
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -83,6 +84,11 @@ class Network:
       first = first and not weighted
       shape = out_shape
     return tuple(out)
+
+  @property
+  def widest_activation(self):
+    """Elements of the largest activation of one example, K components included."""
+    return max(self.num_components * math.prod(info.out_shape) for info in self.info)
 
   @property
   def weighted(self):

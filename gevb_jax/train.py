@@ -103,6 +103,30 @@ def evaluate(eval_step, variables, x, y, batch_size, mesh):
   return float(errors) / n, float(losses) / n
 
 
+# Float32 copies of a network's widest activation (K components included) that one
+# example holds at the peak of an evaluation batch (the forward pass) and of an
+# alignment batch (plain autodiff's K-wide gradient). Measured on a Fashion-MNIST conv
+# VNN, whose first layer's 28 x 28 x 640 activation dominates (benchmarks/README.md).
+EVAL_COPIES = 4
+ALIGNMENT_COPIES = 12
+
+
+def memory_bounded_batches(net, config, num_devices):
+  """Evaluation and alignment batch sizes whose activations fit the memory budget.
+
+  ``config.eval_batch_size`` caps the first; each is a multiple of ``num_devices``
+  and at least ``num_devices``.
+  """
+  budget = config.memory_budget_mb * 2**20
+  per_copy = 4 * net.widest_activation
+
+  def fit(copies, cap):
+    n = min(cap, int(budget // (copies * per_copy))) // num_devices * num_devices
+    return max(n, num_devices)
+  return (fit(EVAL_COPIES, config.eval_batch_size),
+          fit(ALIGNMENT_COPIES, config.metrics.alignment_examples))
+
+
 # --- Workdir -------------------------------------------------------------------
 
 
@@ -117,7 +141,7 @@ def _flatten(d, prefix=""):
 
 
 # Settings that do not change what a run computes.
-_NOT_IDENTITY = ("progress", "overwrite")
+_NOT_IDENTITY = ("progress", "overwrite", "memory_budget_mb")
 
 
 def _config_changes(config, workdir):
@@ -205,7 +229,6 @@ def train_and_evaluate(config, workdir):
   if config.batch_size % mesh.size:
     raise TrainingError(f"batch_size {config.batch_size} does not divide over "
                         f"{mesh.size} devices; use a multiple of {mesh.size}")
-  eval_batch = -(-config.eval_batch_size // mesh.size) * mesh.size
 
   ds = data.load_dataset(config.data)
   net = gevb_jax.make_network(
@@ -213,6 +236,7 @@ def train_and_evaluate(config, workdir):
       vectorized=config.model.vectorized, nonneg=config.model.nonneg,
       widths=config.model.widths)
   gevb_jax.rules.check_rule(net, config.rule)
+  eval_batch, probe_batch = memory_bounded_batches(net, config, mesh.size)
   tx = gevb_jax.make_optimizer(net, learning_rate=config.learning_rate)
   # Only a run that can start claims the workdir: a typo leaves it as it was.
   _claim_workdir(config, workdir, start_over=bool(changes))
@@ -258,9 +282,11 @@ def train_and_evaluate(config, workdir):
            "train_loss": train_loss, "test_loss": test_loss,
            "wall_time_s": time.time() - wall0}
     if config.metrics.alignment and config.rule != "bp":
-      row["alignment"] = metrics.alignment(net, variables, *probe, config.rule)
+      row["alignment"] = metrics.alignment(net, variables, *probe, config.rule,
+                                           batch_size=probe_batch)
       if epoch == 0 and net.vectorized:
-        row["relative_std"] = metrics.relative_std(net, variables, probe[0])
+        row["relative_std"] = metrics.relative_std(net, variables, probe[0],
+                                                   batch_size=probe_batch)
         row["eq15_relative_std"] = metrics.eq15_prediction(net, variables)
     with open(metrics_path, "a") as f:
       f.write(json.dumps(row) + "\n")

@@ -129,3 +129,23 @@ def test_conv_and_lc_alignment_has_one_angle_per_hidden_layer(arch, widths):
   for name, theta in angles.items():
     assert math.isfinite(theta) and 0 <= theta <= 90, (name, theta)
   assert metrics.alignment(net, variables, x, y, "bp") == {}
+
+
+@pytest.mark.parametrize("vectorized,rule", [(True, "gevb"), (False, "dfa")])
+def test_alignment_in_chunks_equals_all_at_once(vectorized, rule):
+  """Chunks of 16 (the last one 8) average the same examples as one batch of 40."""
+  net, variables = _net("conv", (8, 4, 32), vectorized=vectorized)
+  x, labels = _batch(batch=40)
+  whole = metrics.alignment(net, variables, x, labels, rule)
+  chunked = metrics.alignment(net, variables, x, labels, rule, batch_size=16)
+  assert whole.keys() == chunked.keys()
+  for name in whole:
+    assert chunked[name] == pytest.approx(whole[name], abs=1e-3)
+  # Not a mean of chunk means: the first 16 examples alone give other angles.
+  first = metrics.alignment(net, variables, x[:16], labels[:16], rule)
+  assert any(abs(first[n] - whole[n]) > 1e-2 for n in whole)
+  if vectorized:
+    r_whole = metrics.relative_std(net, variables, x)
+    r_chunked = metrics.relative_std(net, variables, x, batch_size=16)
+    for name in r_whole:
+      assert r_chunked[name] == pytest.approx(r_whole[name], rel=1e-4)

@@ -281,3 +281,35 @@ def test_fashion_mnist_end_to_end(tmp_path):
   summary = train.train_and_evaluate(config, str(tmp_path))
   # 468 GEVB steps of a nonneg FC VNN: far below chance (90 %) on real data.
   assert summary["final_test_error"] < 0.25
+
+
+def test_memory_budget_sizes_evaluation_and_alignment_batches(tmp_path):
+  conv = gevb_jax.make_network("conv", input_shape=(28, 28, 1), num_classes=10,
+                               vectorized=True, nonneg=True)
+  assert conv.widest_activation == 10 * 28 * 28 * 64
+  config = _config(memory_budget_mb=512)
+  # 1.91 MiB per float32 copy of the widest activation: 4 copies per evaluated
+  # example and 12 per aligned one fit 66 and 22 examples in 512 MiB.
+  assert train.memory_bounded_batches(conv, config, 1) == (66, 22)
+  assert train.memory_bounded_batches(conv, config, 2) == (66, 22)
+  assert train.memory_bounded_batches(conv, config, 4) == (64, 20)
+  config.memory_budget_mb = 1
+  assert train.memory_bounded_batches(conv, config, 2) == (2, 2)
+  config.memory_budget_mb = 10**6  # The caps: eval_batch_size, alignment_examples.
+  assert train.memory_bounded_batches(conv, config, 1) == (1000, 32)
+
+  # The budget changes how evaluation is batched, not what it measures, and a rerun
+  # with another budget resumes the same run.
+  rows = {}
+  for budget in (1, 512):
+    config = _config(**{"model.arch": "conv", "model.widths": (8, 4, 16), "num_epochs": 1,
+                        "memory_budget_mb": budget, "metrics.alignment_examples": 40})
+    train.train_and_evaluate(config, str(tmp_path / str(budget)))
+    rows[budget] = _metrics(tmp_path / str(budget))
+  for small, large in zip(rows[1], rows[512]):
+    assert small["train_error"] == large["train_error"]
+    assert small["test_loss"] == pytest.approx(large["test_loss"], rel=1e-5)
+    for name, angle in large["alignment"].items():
+      assert small["alignment"][name] == pytest.approx(angle, abs=1e-3)
+  config.memory_budget_mb = 1
+  train.train_and_evaluate(config, str(tmp_path / "512"))  # Not refused.
