@@ -2,7 +2,7 @@
 
   python benchmarks/step_throughput.py [--batch=128] [--iters=5] [--only=mnist-fc] [--json]
 
-Times are the best of ``--iters`` calls after a compiling warm-up; the train step
+Times are the best of at least ``--iters`` calls and 2 s after a compiling warm-up; the train step
 is ``train.make_train_step`` itself (donated state, as in training).
 For each network (Tables 3-4 at MNIST 28x28x1 and CIFAR-10 32x32x3 input shapes) and
 each rule that trains it, prints examples/s of the forward pass alone, of the full
@@ -50,14 +50,20 @@ def step_flops(net, rule):
   return forward + backward
 
 
+# Short steps vary by +-20 % from call to call here: time each for at least this long.
+MIN_SECONDS = 2.0
+
+
 def timed(fn, *args, iters):
-  """Best seconds per call of a jitted ``fn`` after one warm-up call."""
+  """Best seconds per call of a jitted ``fn`` after one warm-up call, over at least
+  ``iters`` calls and ``MIN_SECONDS``."""
   jax.block_until_ready(fn(*args))
-  best = math.inf
-  for _ in range(iters):
+  best, count, begin = math.inf, 0, time.perf_counter()
+  while count < iters or time.perf_counter() - begin < MIN_SECONDS:
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     best = min(best, time.perf_counter() - start)
+    count += 1
   return best
 
 
@@ -83,15 +89,17 @@ def autodiff_step(net, tx):
 
 
 def timed_steps(step, state, x, y, idx, iters):
-  """Best seconds per step over ``iters`` steps, after a compiling warm-up."""
+  """Best seconds per step over at least ``iters`` steps and ``MIN_SECONDS``, after a
+  compiling warm-up."""
   state, loss = step(state, x, y, idx)
   jax.block_until_ready(loss)
-  best = math.inf
-  for _ in range(iters):
+  best, count, begin = math.inf, 0, time.perf_counter()
+  while count < iters or time.perf_counter() - begin < MIN_SECONDS:
     start = time.perf_counter()
     state, loss = step(state, x, y, idx)
     jax.block_until_ready(loss)
     best = min(best, time.perf_counter() - start)
+    count += 1
   return best
 
 

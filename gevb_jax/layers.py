@@ -247,7 +247,10 @@ def weighted_forward(layer, params, fixed, a, num_components, first, readout):
   h = linear(layer, params["w"], a, num_components, first) + params["b"]
   if readout:
     return h.reshape(h.shape[0], -1), None
-  # With K = 1 the sum over components is t * h itself: nothing to save.
-  from_input = first and num_components > 1
+  # From the input when that reads less than the sum over K would: the first layer's
+  # K-wide kernel must be smaller than its K-wide output (conv and LC layers; not
+  # dense ones, whose weight outgrows a batch's activation). With K = 1 the sum over
+  # components is t * h itself.
+  from_input = first and num_components > 1 and params["w"].size < h.size
   t_dot_h = first_layer_t_dot_h(layer, params, fixed["t"], a) if from_input else None
   return gate(h, fixed["t"], t_dot_h)
