@@ -103,10 +103,10 @@ def evaluate(eval_step, variables, x, y, batch_size, mesh):
   return float(errors) / n, float(losses) / n
 
 
-# Float32 copies of a network's widest activation (K components included) that one
-# example holds at the peak of an evaluation batch (the forward pass) and of an
-# alignment batch (plain autodiff's K-wide gradient). Measured on a Fashion-MNIST conv
-# VNN, whose first layer's 28 x 28 x 640 activation dominates (benchmarks/README.md).
+# Float32 copies of a network's widest activation (K components included) counted per
+# example of an evaluation batch (the forward pass) and of an alignment batch (plain
+# autodiff's K-wide gradient). Checked, not derived: with them a Fashion-MNIST conv
+# VNN's epoch-0 evaluation peaks at 1.34 GB in a 512 MB budget (benchmarks/README.md).
 EVAL_COPIES = 4
 ALIGNMENT_COPIES = 12
 
