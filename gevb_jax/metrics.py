@@ -64,13 +64,13 @@ def alignment(net, variables, x, labels, rule, batch_size=None):
   """Mean angle (degrees) between ``rule``'s signal and the gradient, per hidden layer.
 
   Returns ``{layer name: degrees}`` for "gevb" (vectorized) and "dfa" (conventional),
-  and ``{}`` for "bp", whose updates are the gradient. Examples where either signal's
-  norm is at most ``MIN_NORM`` (no active path, Appendix C) are left out of the mean,
-  as the released analysis does (``alignment_and_concentration_viz.ipynb``, cell 3,
-  ``compute_angle``). ``batch_size`` bounds the examples measured at once (the
+  and ``{}`` for "bp", whose updates are the gradient, or for no examples. Examples
+  where either signal's norm is at most ``MIN_NORM`` (no active path, Appendix C) are
+  left out of the mean, as the released analysis does
+  (``alignment_and_concentration_viz.ipynb``, cell 3, ``compute_angle``). ``batch_size`` bounds the examples measured at once (the
   gradient here is the K-wide one of plain autodiff); the mean is over all of ``x``.
   """
-  if rule == "bp":
+  if rule == "bp" or not len(x):
     return {}
   sums = counts = None
   for part in _chunks(len(x), batch_size):
@@ -108,7 +108,8 @@ def _alignment_sums(net, variables, x, labels, rule):
 
 
 def relative_std(net, variables, x, batch_size=None):
-  """``r^l = sigma / mu`` of ``delta_hat^l`` over units (Eq. 21), batch-averaged."""
+  """``r^l = sigma / mu`` of ``delta_hat^l`` over units (Eq. 21), batch-averaged
+  (``{}`` for no examples)."""
   sums = {}
   for part in _chunks(len(x), batch_size):
     for name, d in delta_hat(net, variables, x[part]).items():

@@ -149,3 +149,10 @@ def test_alignment_in_chunks_equals_all_at_once(vectorized, rule):
     r_chunked = metrics.relative_std(net, variables, x, batch_size=16)
     for name in r_whole:
       assert r_chunked[name] == pytest.approx(r_whole[name], rel=1e-4)
+
+
+def test_no_examples_measure_nothing():
+  net, variables = _net("fc", (8, 8))
+  x, labels = _batch(batch=4)
+  assert metrics.alignment(net, variables, x[:0], labels[:0], "gevb", batch_size=2) == {}
+  assert metrics.relative_std(net, variables, x[:0]) == {}
