@@ -59,8 +59,9 @@ def describe(hlo):
   out = {}
   for lines in comps.values():
     for line in lines:
-      match = re.match(r"^(?:ROOT )?%?([\w.\-]+) = (\S+?\[[^\]]*\](?:\{[^}]*\})?|\([^)]*\)|\S+) "
-                       r"([\w\-]+)\(", line)
+      match = re.match(r"^(?:ROOT )?%?([\w.\-]+) = "          # name
+                       r"(\S+?\[[^\]]*\](?:\{[^}]*\})?|\([^)]*\)|\S+) "  # shape
+                       r"([\w\-]+)\(", line)                       # opcode
       if not match:
         continue
       name, shape, opcode = match.groups()

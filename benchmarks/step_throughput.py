@@ -2,8 +2,8 @@
 
   python benchmarks/step_throughput.py [--batch=128] [--iters=5] [--only=mnist-fc] [--json]
 
-Times are the best of at least ``--iters`` calls and 2 s after a compiling warm-up; the train step
-is ``train.make_train_step`` itself (donated state, as in training).
+Times are the best of at least ``--iters`` calls and 2 s, after a compiling warm-up;
+the train step is ``train.make_train_step`` itself (donated state, as in training).
 For each network (Tables 3-4 at MNIST 28x28x1 and CIFAR-10 32x32x3 input shapes) and
 each rule that trains it, prints examples/s of the forward pass alone, of the full
 jitted train step (update + optax), and of the same step with updates from plain

@@ -67,8 +67,9 @@ def alignment(net, variables, x, labels, rule, batch_size=None):
   and ``{}`` for "bp", whose updates are the gradient, or for no examples. Examples
   where either signal's norm is at most ``MIN_NORM`` (no active path, Appendix C) are
   left out of the mean, as the released analysis does
-  (``alignment_and_concentration_viz.ipynb``, cell 3, ``compute_angle``). ``batch_size`` bounds the examples measured at once (the
-  gradient here is the K-wide one of plain autodiff); the mean is over all of ``x``.
+  (``alignment_and_concentration_viz.ipynb``, cell 3, ``compute_angle``).
+  ``batch_size`` bounds the examples measured at once (the gradient here is the K-wide
+  one of plain autodiff); the mean is over all of ``x``.
   """
   if rule == "bp" or not len(x):
     return {}
