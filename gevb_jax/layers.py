@@ -13,10 +13,20 @@ construction without materialising the one-hot expansion.
 """
 
 import dataclasses
+import functools
 import math
 
+import jax
 import jax.numpy as jnp
 from jax import lax
+
+# Examples per micro-batch of the fused first block (``first_block``): its K-wide
+# pre-activation then stays in cache between the layer, the gate and the pooling.
+# Measured on XLA:CPU in benchmarks/README.md.
+FIRST_BLOCK_CHUNK = 1
+# Bytes of per-tap outputs per micro-batch of ``conv_by_taps`` (fits the L2/L3 caches
+# of the machine it was measured on: benchmarks/README.md).
+TAPS_CHUNK_BYTES = 4 * 2**20
 
 
 def _spatial_out(size, kernel, stride, padding):
@@ -120,28 +130,75 @@ class LocallyConnected:
   def fan_in(self, in_shape):
     return self.kernel * self.kernel * in_shape[-1]
 
-  def patches(self, x):
-    """``(N, H, W, C) -> (N, H_out, W_out, C * k * k)``, ordered (c, kh, kw).
-
-    Built from k*k strided slices: unlike ``lax.conv_general_dilated_patches`` (a
-    convolution with a one-hot kernel) this and its transpose are pure data movement.
-    """
-    k, s, p = self.kernel, self.stride, self.padding
-    n, _, _, c = x.shape
-    ho, wo, _ = self.out_shape(x.shape[1:])
-    xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-    cols = [xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :]
-            for i in range(k) for j in range(k)]
-    return jnp.stack(cols, axis=-1).reshape(n, ho, wo, c * k * k)
-
   def lin(self, w, x):
     ho, wo = w.shape[:2]
     w = w.reshape(ho, wo, -1, w.shape[-1])  # (H_out, W_out, P, C_out)
-    return jnp.einsum("nhwp,hwpc->nhwc", self.patches(x), w)
+    return jnp.einsum("nhwp,hwpc->nhwc", patches(self, x), w)
 
   def flops(self, in_shape):
     ho, wo, c = self.out_shape(in_shape)
     return 2 * ho * wo * c * self.fan_in(in_shape)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def conv_by_taps(layer, w, x):
+  """A stride-1 ``Conv.lin`` as one matmul with all k*k taps, then shifted sums.
+
+  ``y[n, p, i, j] = x[n, p] @ w[i, j]`` for every position p and tap (i, j) is a single
+  ``(N*H*W, C_in) @ (C_in, k*k*C_out)`` matmul; the output at p sums the taps
+  ``y[n, p + (i, j) - padding, i, j]``. Micro-batches of examples keep ``y`` in cache.
+  On XLA:CPU this runs at 2-3x the speed of ``lax.conv_general_dilated`` for the
+  B*K-example batches of a VNN's second conv (benchmarks/README.md). Its derivatives
+  are those of ``layer.lin`` (XLA's transposed convolutions), not of the loop.
+
+  Args:
+    layer: a ``Conv`` with stride 1.
+    w: ``(k, k, C_in, C_out)``.
+    x: ``(N, H, W, C_in)``.
+
+  Returns:
+    ``(N, H_out, W_out, C_out)``, equal to ``layer.lin(w, x)`` up to rounding.
+  """
+  k, p = layer.kernel, layer.padding
+  _, h, wd, c_in = x.shape
+  ho, wo, c_out = layer.out_shape(x.shape[1:])
+  taps = jnp.transpose(w, (2, 0, 1, 3)).reshape(c_in, k * k * c_out)
+
+  def one(xn):                                           # (H, W, C_in)
+    y = (xn.reshape(-1, c_in) @ taps).reshape(h, wd, k, k, c_out)
+    y = jnp.pad(y, ((p, p), (p, p), (0, 0), (0, 0), (0, 0)))
+    return sum(y[i:i + ho, j:j + wo, i, j] for i in range(k) for j in range(k))
+
+  chunk = max(1, TAPS_CHUNK_BYTES // (4 * h * wd * k * k * c_out))
+  return lax.map(one, x, batch_size=chunk)
+
+
+def _conv_by_taps_fwd(layer, w, x):
+  return conv_by_taps(layer, w, x), (w, x)
+
+
+def _conv_by_taps_bwd(layer, residuals, g):
+  _, vjp = jax.vjp(layer.lin, *residuals)
+  return vjp(g)
+
+
+conv_by_taps.defvjp(_conv_by_taps_fwd, _conv_by_taps_bwd)
+
+
+def patches(layer, x):
+  """``(N, H, W, C) -> (N, H_out, W_out, C * k * k)``, ordered (c, kh, kw): the receptive
+  fields of a conv or LC ``layer``.
+
+  Built from k*k strided slices: unlike ``lax.conv_general_dilated_patches`` (a
+  convolution with a one-hot kernel) this and its transpose are pure data movement.
+  """
+  k, s, p = layer.kernel, layer.stride, layer.padding
+  n, _, _, c = x.shape
+  ho, wo, _ = layer.out_shape(x.shape[1:])
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  cols = [xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :]
+          for i in range(k) for j in range(k)]
+  return jnp.stack(cols, axis=-1).reshape(n, ho, wo, c * k * k)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,7 +257,11 @@ def linear(layer, w, a, num_components, first):
     h = h.reshape(*h.shape[:-1], k, -1)              # (B, *S', K, C_out)
     return jnp.moveaxis(h, -2, 1)
   b = a.shape[0]
-  h = layer.lin(w, a.reshape(b * k, *a.shape[2:]))  # (B*K, *S', C_out)
+  merged = a.reshape(b * k, *a.shape[2:])            # (B*K, *S, C_in)
+  if isinstance(layer, Conv) and layer.stride == 1:
+    h = conv_by_taps(layer, w, merged)
+  else:
+    h = layer.lin(w, merged)                         # (B*K, *S', C_out)
   return h.reshape(b, k, *h.shape[1:])
 
 
@@ -220,6 +281,36 @@ def gate(h, t, t_dot_h=None):
     t_dot_h = jnp.sum(h * t, axis=1)
   mask = t_dot_h >= 0
   return h * mask[:, None].astype(h.dtype), mask
+
+
+def first_layer_update(layer, x, s, e):
+  """The first layer's update: ``sum_b e[b, mu] dW_b`` with ``dW_b`` the unvectorized
+  layer's weight gradient at input ``x_b`` and output cotangent ``s_b``.
+
+  This is the gradient of Eq. 6's first layer, ``h[b, mu] = lin(w[..., mu, :], x_b)``,
+  at cotangent ``s[b] e[b, mu]`` (Eqs. 9 and 14 with one weight per component).
+
+  Args:
+    layer: the first weighted layer.
+    x: its input ``(B, H, W, C_in)`` (or ``(B, n)`` for a dense layer).
+    s: the postsynaptic factor ``(B, *S, C)``.
+    e: the component factor ``(B, K)``.
+
+  Returns:
+    ``(*kernel_shape[:-1], K, C)``.
+  """
+  batch, k = e.shape
+  if isinstance(layer, Conv):
+    # A conv kernel is small: per-example kernel gradients (B, C_in * k * k, C) cost
+    # 1/K of the K-wide gradient and never build the K-wide cotangent.
+    per_example = jnp.einsum("bhwp,bhwc->bpc", patches(layer, x), s)
+    per_example = per_example.reshape(batch, x.shape[-1], layer.kernel, layer.kernel, -1)
+    return jnp.einsum("bihwc,bm->hwimc", per_example, e)
+  g_h = s[..., None, :] * e.reshape(batch, *([1] * (s.ndim - 2)), k, 1)  # (B, *S, K, C)
+  kernel = (*layer.kernel_shape(x.shape[1:])[:-1], k * s.shape[-1])
+  _, vjp = jax.vjp(lambda w: layer.lin(w, x), jnp.zeros(kernel, x.dtype))
+  (gw,) = vjp(g_h.reshape(*g_h.shape[:-2], -1))
+  return gw.reshape(*kernel[:-1], k, -1)
 
 
 def first_layer_t_dot_h(layer, params, t, x):
@@ -254,3 +345,42 @@ def weighted_forward(layer, params, fixed, a, num_components, first, readout):
   from_input = first and num_components > 1 and params["w"].size < h.size
   t_dot_h = first_layer_t_dot_h(layer, params, fixed["t"], a) if from_input else None
   return gate(h, fixed["t"], t_dot_h)
+
+
+def first_block(layer, pool, params, t, x, num_components, chunk=FIRST_BLOCK_CHUNK):
+  """The first weighted layer, its gate and the pooling after it, fused.
+
+  Equals ``weighted_forward`` followed by ``apply_unweighted(pool, ...)`` but never
+  holds the K-wide pre-activation of the whole batch: the layer, the gate and the
+  pooling run over micro-batches of ``chunk`` examples, with the K components beside
+  the channels, and only the pooled activation (a quarter of the size) is moved to
+  the ``(B, K, ...)`` layout. The gate ``t . h`` comes from the input as in
+  ``weighted_forward``.
+
+  Args:
+    layer: the first weighted layer (conv or LC).
+    pool: the pooling layer right after it.
+    params: ``{"w": (*kernel_shape[:-1], K, C), "b": (K, *bias_shape)}``.
+    t: gating vectors ``(K, C)``.
+    x: images ``(B, H, W, C_in)``.
+    num_components: K.
+    chunk: examples per micro-batch.
+
+  Returns:
+    ``(a, mask)``: the pooled activation ``(B, K, *S_pool, C)`` and the gate ``G(h)``
+    before pooling, ``(B, *S, C)`` bool.
+  """
+  k = num_components
+  w = params["w"].reshape(*params["w"].shape[:-2], -1)   # (*kernel[:-1], K * C)
+  bias = jnp.moveaxis(params["b"], 0, -2)                # (*bias_shape[:-1], K, C)
+  bias = bias.reshape(*bias.shape[:-2], -1)              # (*bias_shape[:-1], K * C)
+  mask = first_layer_t_dot_h(layer, params, t, x) >= 0   # (B, *S, C)
+
+  def one(example):
+    xb, mb = example                                     # (H, W, C_in), (*S, C)
+    h = layer.lin(w, xb[None]) + bias                    # (1, *S, K * C)
+    h = h.reshape(*h.shape[:-1], k, -1) * mb[..., None, :].astype(h.dtype)
+    a = pool.apply(h.reshape(*h.shape[:-2], -1))[0]      # (*S_pool, K * C)
+    return jnp.moveaxis(a.reshape(*a.shape[:-1], k, -1), -2, 0)  # (K, *S_pool, C)
+
+  return lax.map(one, (x, mask), batch_size=chunk), mask

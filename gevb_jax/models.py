@@ -49,6 +49,15 @@ class LayerInfo(NamedTuple):
   first: bool      # First weighted layer: its input is the raw image.
   readout: bool    # The output layer: no gate, logits out.
   vectorized_input: bool  # Whether the input carries the K axis.
+  # The pooling right after this layer, when the two run fused (layers.first_block):
+  # only for the first layer of a VNN, and only while its K-wide kernel fits the
+  # budget below. The pooling's own entry is then skipped by ``forward``.
+  fused_pool: Any = None
+
+# A fused first layer re-reads its kernel for every example: only worth it while the
+# kernel stays in cache (half the 32 MiB L3 of the machine it was measured on; MNIST
+# LC's 9 MB kernel gains 2.8x, CIFAR-10 LC's 196 MB one loses 2.4x: benchmarks/README.md).
+FUSED_KERNEL_MAX_BYTES = 16 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +88,14 @@ class Network:
         counts[layer.kind] = index + 1
         name = f"{layer.kind}_{index}"
       weighted = hasattr(layer, "lin")
+      fused_pool = None
+      following = self.layers[i + 1] if i + 1 < len(self.layers) else None
+      if weighted and first and isinstance(following, L.AvgPool):
+        kernel_bytes = 4 * self.num_components * math.prod(layer.kernel_shape(shape))
+        if self.num_components > 1 and kernel_bytes <= FUSED_KERNEL_MAX_BYTES:
+          fused_pool = following
       out.append(LayerInfo(name, layer, shape, out_shape, weighted and first,
-                           readout, not first))
+                           readout, not first, fused_pool))
       first = first and not weighted
       shape = out_shape
     return tuple(out)
@@ -170,10 +185,17 @@ class Network:
 def _plain_layer(taps):
   def call(net, info, params, fixed, state):
     a, _, _ = state
+    tapped = taps is not None and info.name in taps
+    if info.fused_pool is not None and not tapped:
+      out, _ = L.first_block(info.layer, info.fused_pool, params, fixed["t"], a,
+                             net.num_components)
+      return out, None, None
     out, _ = L.weighted_forward(info.layer, params, fixed, a, net.num_components,
                                 info.first, info.readout)
-    if taps is not None and info.name in taps:
+    if tapped:
       out = out + taps[info.name]
+    if info.fused_pool is not None:
+      out = L.apply_unweighted(info.fused_pool, out, True)
     return out, None, None
   return call
 
@@ -185,14 +207,20 @@ def forward(net, variables, x, weighted_call, eb=None):
   optional companions that learning rules thread through the network (see
   ``rules.py``): ``eb`` passes weighted layers untouched, ``d`` (one scalar per unit,
   no K axis) is pooled and flattened like one component of ``a``.
-  ``weighted_call(net, info, params, fixed, state)`` runs the weighted layers.
+  ``weighted_call(net, info, params, fixed, state)`` runs the weighted layers; for
+  a layer with a ``fused_pool`` it returns the state after that pooling, which is
+  then skipped here.
   """
   state = (x, eb, None)
   fixed = variables.get("fixed", {})
+  pooled = False
   for info in net.info:
-    if hasattr(info.layer, "lin"):
+    if pooled:
+      pooled = False
+    elif hasattr(info.layer, "lin"):
       state = weighted_call(net, info, variables["params"][info.name],
                             fixed.get(info.name, {}), state)
+      pooled = info.fused_pool is not None
     else:
       a, eb, d = state
       a = L.apply_unweighted(info.layer, a, info.vectorized_input)

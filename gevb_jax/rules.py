@@ -75,11 +75,15 @@ def _layer_with_rule(net, info, rule):
   k, vectorized = net.num_components, net.vectorized
 
   def fwd(params, fixed, a, eb, d):
-    out, mask = L.weighted_forward(info.layer, params, fixed, a, k, info.first,
-                                   info.readout)
+    if info.fused_pool is not None:  # Returns the pooled activation.
+      out, mask = L.first_block(info.layer, info.fused_pool, params, fixed["t"], a, k)
+    else:
+      out, mask = L.weighted_forward(info.layer, params, fixed, a, k, info.first,
+                                     info.readout)
     if info.readout:
       return out + eb, (params, fixed, a, mask)
-    d_out = jnp.zeros(mask.shape, a.dtype) if rule == "bp" else None
+    # One scalar per unit of ``out``: (B, *S, C) after any fused pooling.
+    d_out = jnp.zeros((out.shape[0], *out.shape[2:]), a.dtype) if rule == "bp" else None
     return (out, eb, d_out), (params, fixed, a, mask)
 
   def bwd(res, cotangent):
@@ -88,6 +92,11 @@ def _layer_with_rule(net, info, rule):
       e, delta_hat = cotangent, None
     else:
       _, e, delta_hat = cotangent
+    if info.fused_pool is not None and delta_hat is not None:
+      # delta_hat arrived at the pooled units; pooling is linear, so its transpose
+      # takes it back to the layer's own units.
+      _, unpool = jax.vjp(info.fused_pool.apply, jnp.zeros(mask.shape, e.dtype))
+      (delta_hat,) = unpool(delta_hat)
     batch = e.shape[0]
     factor = e if vectorized else jnp.ones((batch, 1), e.dtype)    # E, (B, K)
     s = _postsynaptic(rule, info, fixed, mask, e, delta_hat, vectorized)
@@ -97,10 +106,8 @@ def _layer_with_rule(net, info, rule):
     gb = gb.reshape(params["b"].shape)
     d_in = None
     if info.first:
-      # Layer 1 has a weight per component: its update is forward-sized by nature.
-      g_h = s[:, None] * factor.reshape(batch, k, *([1] * (s.ndim - 1)))
-      _, vjp = jax.vjp(lambda w: L.linear(info.layer, w, a, k, True), params["w"])
-      (gw,) = vjp(g_h)
+      # Layer 1 has a weight per component: an update as large as its kernel.
+      gw = L.first_layer_update(info.layer, a, s, factor)
     else:
       pre = jnp.einsum("bk...,bk->b...", a, factor)  # (B, *S_in, C_in)
       _, vjp = jax.vjp(info.layer.lin, params["w"], pre)

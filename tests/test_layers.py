@@ -317,3 +317,97 @@ def test_widths_override_and_bad_arguments():
     make(input_shape=(8, 8, 2))
   with pytest.raises(ValueError, match=r"num_classes.*1"):
     make(num_classes=1)
+
+
+# --- Faster formulations, each against the plain one, at the shapes of Tables 3-4 ---
+
+
+def _first_block_of(arch, input_shape):
+  net = gevb_jax.make_network(arch, input_shape=input_shape, num_classes=10,
+                              vectorized=True, nonneg=False)
+  return net, net.info[0], net.info[1]
+
+
+@pytest.mark.parametrize("input_shape", [(28, 28, 1), (32, 32, 3)])
+@pytest.mark.parametrize("arch", ["conv", "lc"])
+def test_fused_first_block_equals_layer_then_gate_then_pool(arch, input_shape):
+  """Micro-batches of 2 over 5 examples: the last one is a remainder."""
+  net, first, pool = _first_block_of(arch, input_shape)
+  variables = net.init(jax.random.key(0))
+  params, fixed = variables["params"][first.name], variables["fixed"][first.name]
+  params["b"] = jax.random.normal(jax.random.key(2), params["b"].shape) * 0.1
+  x = jax.random.uniform(jax.random.key(1), (5, *input_shape), minval=-1, maxval=1)
+  a, mask = L.weighted_forward(first.layer, params, fixed, x, 10, True, False)
+  expected = L.apply_unweighted(pool.layer, a, True)
+  got, got_mask = L.first_block(first.layer, pool.layer, params, fixed["t"], x, 10,
+                                chunk=2)
+  np.testing.assert_array_equal(got_mask, mask)
+  assert got.shape == expected.shape == (5, 10, *pool.out_shape)
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+  assert 0.2 < float(mask.mean()) < 0.8  # Both sides of the gate are exercised.
+
+
+def test_network_fuses_only_a_vnn_first_layer_whose_kernel_fits_in_cache():
+  fused = {(arch, shape, vec): gevb_jax.make_network(
+      arch, input_shape=shape, num_classes=10, vectorized=vec,
+      nonneg=True).info[0].fused_pool is not None
+           for arch in gevb_jax.ARCHS for shape in [(28, 28, 1), (32, 32, 3)]
+           for vec in (True, False)}
+  # CIFAR-10's LC kernel (32 * 32 * 75 * 640 floats, 196 MB) would be re-read per
+  # example; FC nets have no pooling; conventional nets have no K-wide activation.
+  assert {key for key, f in fused.items() if f} == {
+      ("conv", (28, 28, 1), True), ("lc", (28, 28, 1), True),
+      ("conv", (32, 32, 3), True)}
+
+
+@pytest.mark.parametrize("input_shape", [(28, 28, 1), (32, 32, 3)])
+def test_network_with_fused_first_block_equals_the_unfused_one(input_shape):
+  """``taps`` on the first layer force its unfused path: logits agree."""
+  net = gevb_jax.make_network("conv", input_shape=input_shape, num_classes=10,
+                              vectorized=True, nonneg=True)
+  variables = net.init(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (3, *input_shape), minval=-1, maxval=1)
+  first = net.info[0]
+  taps = {first.name: jnp.zeros((3, 10, *first.out_shape))}
+  np.testing.assert_allclose(net.apply(variables, x), net.apply(variables, x, taps),
+                             rtol=1e-5, atol=1e-5)
+
+
+# Every stride-1 convolution of Tables 3-4: (layer, input shape).
+_TABLE_CONVS = [(L.Conv(64, 3, 1, 1), (28, 28, 1)), (L.Conv(32, 3, 1, 1), (14, 14, 64)),
+                (L.Conv(128, 5, 1, 2), (32, 32, 3)), (L.Conv(64, 5, 1, 2), (16, 16, 128))]
+
+
+@pytest.mark.parametrize("layer,in_shape", _TABLE_CONVS)
+def test_conv_by_taps_equals_xla_convolution_and_its_derivatives(layer, in_shape):
+  """20 examples: more than one micro-batch, with a remainder, at every shape."""
+  kw, kx, kg = jax.random.split(jax.random.key(0), 3)
+  w = jax.random.normal(kw, layer.kernel_shape(in_shape)) / math.sqrt(
+      layer.fan_in(in_shape))
+  x = jax.random.uniform(kx, (20, *in_shape), minval=-1, maxval=1)
+  expected = layer.lin(w, x)
+  np.testing.assert_allclose(L.conv_by_taps(layer, w, x), expected, rtol=1e-5,
+                             atol=1e-5)
+  g = jax.random.normal(kg, expected.shape)
+  got = jax.vjp(lambda w, x: L.conv_by_taps(layer, w, x), w, x)[1](g)
+  want = jax.vjp(layer.lin, w, x)[1](g)
+  chex.assert_trees_all_equal(got, want)  # The derivatives are lax.conv's own.
+
+
+@pytest.mark.parametrize("layer,in_shape", [
+    (L.Dense(6), (20,)), (L.Conv(64, 3, 1, 1), (28, 28, 1)),
+    (L.Conv(128, 5, 1, 2), (32, 32, 3)), (L.LocallyConnected(32, 3, 1, 1), (28, 28, 1)),
+    (L.Conv(6, 3, 2, 1), (7, 6, 2))])
+def test_first_layer_update_is_the_gradient_at_cotangent_s_times_e(layer, in_shape):
+  """Integer inputs and factors make both sides exact: they must agree bit for bit."""
+  k, batch = 10, 3
+  rng = np.random.default_rng(0)
+  kernel = layer.kernel_shape(in_shape)
+  w = jnp.zeros((*kernel[:-1], k, kernel[-1]))
+  x = jnp.asarray(_ints(rng, (batch, *in_shape), bound=2))
+  s = jnp.asarray(rng.integers(0, 2, (batch, *layer.out_shape(in_shape))), jnp.float32)
+  e = jnp.asarray(_ints(rng, (batch, k), bound=2))
+  g_h = s[:, None] * e.reshape(batch, k, *([1] * (s.ndim - 1)))  # (B, K, *S, C)
+  (want,) = jax.vjp(lambda w: L.linear(layer, w, x, k, True), w)[1](g_h)
+  np.testing.assert_array_equal(L.first_layer_update(layer, x, s, e), want)
+  assert np.abs(want).max() > 1
