@@ -161,7 +161,8 @@ def conv_by_taps(layer, w, x):
   """
   k, p = layer.kernel, layer.padding
   _, h, wd, c_in = x.shape
-  ho, wo, c_out = layer.out_shape(x.shape[1:])
+  ho, wo, _ = layer.out_shape(x.shape[1:])
+  c_out = w.shape[-1]
   taps = jnp.transpose(w, (2, 0, 1, 3)).reshape(c_in, k * k * c_out)
 
   def one(xn):                                           # (H, W, C_in)
@@ -173,16 +174,53 @@ def conv_by_taps(layer, w, x):
   return lax.map(one, x, batch_size=chunk)
 
 
-def _conv_by_taps_fwd(layer, w, x):
-  return conv_by_taps(layer, w, x), (w, x)
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def lc_by_position(layer, w, x):
+  """``LocallyConnected.lin`` as a loop over output positions with the batch in rows.
+
+  At each position, the receptive fields of all examples ``(N, C_in*k*k)`` times that
+  position's kernel ``(C_in*k*k, C_out)``: one cache-sized matmul per position, where
+  ``lin`` builds and transposes the patches of the whole batch first. 3-5x faster for
+  the B*K-example batches of a VNN's later LC layers on XLA:CPU (benchmarks/README.md).
+  Its derivatives are those of ``layer.lin``.
+
+  Args:
+    layer: a ``LocallyConnected``.
+    w: ``(H_out, W_out, C_in, k, k, C_out)``.
+    x: ``(N, H, W, C_in)``.
+
+  Returns:
+    ``(N, H_out, W_out, C_out)``, equal to ``layer.lin(w, x)`` up to rounding.
+  """
+  k, s, p = layer.kernel, layer.stride, layer.padding
+  n, _, _, c_in = x.shape
+  ho, wo, _ = layer.out_shape(x.shape[1:])
+  c_out = w.shape[-1]  # Not layer.features for a first layer's K * C channels.
+  xt = jnp.transpose(jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))), (1, 2, 0, 3))
+  kernels = w.reshape(ho * wo, -1, c_out)           # (H_out*W_out, C_in*k*k, C_out)
+
+  def one(position):
+    index, kernel = position
+    i, j = index // wo, index % wo
+    field = lax.dynamic_slice(xt, (i * s, j * s, 0, 0), (k, k, n, c_in))
+    field = jnp.transpose(field, (2, 3, 0, 1)).reshape(n, -1)  # (N, C_in*k*k): c, kh, kw
+    return field @ kernel                                       # (N, C_out)
+
+  out = lax.map(one, (jnp.arange(ho * wo), kernels))  # (H_out*W_out, N, C_out)
+  return jnp.transpose(out.reshape(ho, wo, n, c_out), (2, 0, 1, 3))
 
 
-def _conv_by_taps_bwd(layer, residuals, g):
+def _lin_fwd(fast, layer, w, x):
+  return fast(layer, w, x), (w, x)
+
+
+def _lin_bwd(layer, residuals, g):
   _, vjp = jax.vjp(layer.lin, *residuals)
   return vjp(g)
 
 
-conv_by_taps.defvjp(_conv_by_taps_fwd, _conv_by_taps_bwd)
+conv_by_taps.defvjp(functools.partial(_lin_fwd, conv_by_taps), _lin_bwd)
+lc_by_position.defvjp(functools.partial(_lin_fwd, lc_by_position), _lin_bwd)
 
 
 def patches(layer, x):
@@ -253,13 +291,17 @@ def linear(layer, w, a, num_components, first):
   """
   k = num_components
   if first:
-    h = layer.lin(w.reshape(*w.shape[:-2], -1), a)  # (B, *S', K * C_out)
+    lin = functools.partial(lc_by_position, layer) if isinstance(
+        layer, LocallyConnected) else layer.lin
+    h = lin(w.reshape(*w.shape[:-2], -1), a)        # (B, *S', K * C_out)
     h = h.reshape(*h.shape[:-1], k, -1)              # (B, *S', K, C_out)
     return jnp.moveaxis(h, -2, 1)
   b = a.shape[0]
   merged = a.reshape(b * k, *a.shape[2:])            # (B*K, *S, C_in)
   if isinstance(layer, Conv) and layer.stride == 1:
     h = conv_by_taps(layer, w, merged)
+  elif isinstance(layer, LocallyConnected):
+    h = lc_by_position(layer, w, merged)
   else:
     h = layer.lin(w, merged)                         # (B*K, *S', C_out)
   return h.reshape(b, k, *h.shape[1:])

@@ -411,3 +411,26 @@ def test_first_layer_update_is_the_gradient_at_cotangent_s_times_e(layer, in_sha
   (want,) = jax.vjp(lambda w: L.linear(layer, w, x, k, True), w)[1](g_h)
   np.testing.assert_array_equal(L.first_layer_update(layer, x, s, e), want)
   assert np.abs(want).max() > 1
+
+
+# Every locally connected layer of Tables 3-4: (layer, input shape).
+_TABLE_LCS = [
+    (L.LocallyConnected(32, 3, 1, 1), (28, 28, 1)),
+    (L.LocallyConnected(32, 3, 1, 1), (14, 14, 32)),
+    (L.LocallyConnected(64, 5, 1, 2), (32, 32, 3)),
+    (L.LocallyConnected(32, 5, 1, 2), (16, 16, 64)),
+    (L.LocallyConnected(32, 2, 2, 0), (8, 8, 32))]
+
+
+@pytest.mark.parametrize("layer,in_shape", _TABLE_LCS)
+def test_lc_by_position_equals_lc_by_patches_and_its_derivatives(layer, in_shape):
+  kw, kx, kg = jax.random.split(jax.random.key(0), 3)
+  w = jax.random.normal(kw, layer.kernel_shape(in_shape)) / math.sqrt(
+      layer.fan_in(in_shape))
+  x = jax.random.uniform(kx, (3, *in_shape), minval=-1, maxval=1)
+  expected = layer.lin(w, x)
+  np.testing.assert_allclose(L.lc_by_position(layer, w, x), expected, rtol=1e-5,
+                             atol=1e-5)
+  g = jax.random.normal(kg, expected.shape)
+  got = jax.vjp(lambda w, x: L.lc_by_position(layer, w, x), w, x)[1](g)
+  chex.assert_trees_all_equal(got, jax.vjp(layer.lin, w, x)[1](g))
