@@ -29,6 +29,14 @@ FIRST_BLOCK_CHUNK = 1
 TAPS_CHUNK_BYTES = 4 * 2**20
 
 
+def tuned_for_cpu():
+  """Whether to use the formulations tuned on XLA:CPU (``first_block``,
+  ``conv_by_taps``, ``lc_by_position``). They loop over cache-sized pieces, which
+  suits a CPU; on GPUs and TPUs, where they were never measured, the plain
+  formulations (XLA's own convolutions) run instead."""
+  return jax.default_backend() == "cpu"
+
+
 def _spatial_out(size, kernel, stride, padding):
   out = (size + 2 * padding - kernel) // stride + 1
   if out < 1:
@@ -292,15 +300,15 @@ def linear(layer, w, a, num_components, first):
   k = num_components
   if first:
     lin = functools.partial(lc_by_position, layer) if isinstance(
-        layer, LocallyConnected) else layer.lin
+        layer, LocallyConnected) and tuned_for_cpu() else layer.lin
     h = lin(w.reshape(*w.shape[:-2], -1), a)        # (B, *S', K * C_out)
     h = h.reshape(*h.shape[:-1], k, -1)              # (B, *S', K, C_out)
     return jnp.moveaxis(h, -2, 1)
   b = a.shape[0]
   merged = a.reshape(b * k, *a.shape[2:])            # (B*K, *S, C_in)
-  if isinstance(layer, Conv) and layer.stride == 1:
+  if isinstance(layer, Conv) and layer.stride == 1 and tuned_for_cpu():
     h = conv_by_taps(layer, w, merged)
-  elif isinstance(layer, LocallyConnected):
+  elif isinstance(layer, LocallyConnected) and tuned_for_cpu():
     h = lc_by_position(layer, w, merged)
   else:
     h = layer.lin(w, merged)                         # (B*K, *S', C_out)

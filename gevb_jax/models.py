@@ -50,8 +50,8 @@ class LayerInfo(NamedTuple):
   readout: bool    # The output layer: no gate, logits out.
   vectorized_input: bool  # Whether the input carries the K axis.
   # The pooling right after this layer, when the two run fused (layers.first_block):
-  # only for the first layer of a VNN, and only while its K-wide kernel fits the
-  # budget below. The pooling's own entry is then skipped by ``forward``.
+  # only for the first layer of a VNN, on a CPU, and only while its K-wide kernel fits
+  # the budget below. The pooling's own entry is then skipped by ``forward``.
   fused_pool: Any = None
 
 # A fused first layer re-reads its kernel for every example: only worth it while the
@@ -92,7 +92,8 @@ class Network:
       following = self.layers[i + 1] if i + 1 < len(self.layers) else None
       if weighted and first and isinstance(following, L.AvgPool):
         kernel_bytes = 4 * self.num_components * math.prod(layer.kernel_shape(shape))
-        if self.num_components > 1 and kernel_bytes <= FUSED_KERNEL_MAX_BYTES:
+        if (self.num_components > 1 and kernel_bytes <= FUSED_KERNEL_MAX_BYTES
+            and L.tuned_for_cpu()):
           fused_pool = following
       out.append(LayerInfo(name, layer, shape, out_shape, weighted and first,
                            readout, not first, fused_pool))

@@ -434,3 +434,22 @@ def test_lc_by_position_equals_lc_by_patches_and_its_derivatives(layer, in_shape
   g = jax.random.normal(kg, expected.shape)
   got = jax.vjp(lambda w, x: L.lc_by_position(layer, w, x), w, x)[1](g)
   chex.assert_trees_all_equal(got, jax.vjp(layer.lin, w, x)[1](g))
+
+
+@pytest.mark.parametrize("arch", ["conv", "lc"])
+def test_off_the_cpu_the_plain_formulations_run_and_agree(arch, monkeypatch):
+  """The loops tuned for XLA:CPU give way to XLA's own convolutions elsewhere."""
+  def build():
+    return gevb_jax.make_network(arch, input_shape=(12, 12, 1), num_classes=10,
+                                 vectorized=True, nonneg=True, widths=(6, 4, 8))
+  net = build()
+  variables = net.init(jax.random.key(0))
+  x = jax.random.uniform(jax.random.key(1), (3, 12, 12, 1), minval=-1, maxval=1)
+  assert net.info[0].fused_pool is not None
+  assert "scan" in str(jax.make_jaxpr(net.apply)(variables, x))
+  monkeypatch.setattr(L, "tuned_for_cpu", lambda: False)
+  plain = build()
+  assert plain.info[0].fused_pool is None
+  assert "scan" not in str(jax.make_jaxpr(plain.apply)(variables, x))
+  np.testing.assert_allclose(plain.apply(variables, x), net.apply(variables, x),
+                             rtol=1e-5, atol=1e-6)
