@@ -20,8 +20,7 @@ from absl import app, flags
 
 import gevb_jax
 from gevb_jax import defaults, metrics, train
-
-DATASETS = {"mnist": (28, 28, 1), "cifar": (32, 32, 3)}
+from step_throughput import DATASETS
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("only", "", "Substring filter on DATASET-ARCH.")

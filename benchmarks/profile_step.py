@@ -26,8 +26,8 @@ from absl import app, flags
 
 import gevb_jax
 from gevb_jax import train
+from step_throughput import DATASETS
 
-DATASETS = {"mnist": (28, 28, 1), "cifar": (32, 32, 3)}
 HEAVY = ("convolution", "dot", "reduce-window", "reduce", "transpose", "select-and-scatter",
          "gather", "scatter", "pad", "concatenate", "custom-call")
 
