@@ -204,15 +204,26 @@ def lc_by_position(layer, w, x):
   n, _, _, c_in = x.shape
   ho, wo, _ = layer.out_shape(x.shape[1:])
   c_out = w.shape[-1]  # Not layer.features for a first layer's K * C channels.
-  xt = jnp.transpose(jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0))), (1, 2, 0, 3))
-  kernels = w.reshape(ho * wo, -1, c_out)           # (H_out*W_out, C_in*k*k, C_out)
+  xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
+  if c_out < n:
+    # Reorder the kernel to (kh, kw, c), which costs 1/N of the receptive fields per
+    # output channel, so that a field is a plain slice of the batch: no transpose.
+    kernels = jnp.transpose(w, (0, 1, 3, 4, 2, 5)).reshape(ho * wo, -1, c_out)
+
+    def field(i, j):                                   # (N, k*k*C_in): kh, kw, c
+      return lax.dynamic_slice(xp, (0, i * s, j * s, 0), (n, k, k, c_in)).reshape(n, -1)
+  else:
+    # A first layer's K-wide kernel is the larger: transpose the fields instead.
+    kernels = w.reshape(ho * wo, -1, c_out)         # (H_out*W_out, C_in*k*k, C_out)
+    xt = jnp.transpose(xp, (1, 2, 0, 3))             # (H, W, N, C_in)
+
+    def field(i, j):                                   # (N, C_in*k*k): c, kh, kw
+      f = lax.dynamic_slice(xt, (i * s, j * s, 0, 0), (k, k, n, c_in))
+      return jnp.transpose(f, (2, 3, 0, 1)).reshape(n, -1)
 
   def one(position):
     index, kernel = position
-    i, j = index // wo, index % wo
-    field = lax.dynamic_slice(xt, (i * s, j * s, 0, 0), (k, k, n, c_in))
-    field = jnp.transpose(field, (2, 3, 0, 1)).reshape(n, -1)  # (N, C_in*k*k): c, kh, kw
-    return field @ kernel                                       # (N, C_out)
+    return field(index // wo, index % wo) @ kernel   # (N, C_out)
 
   out = lax.map(one, (jnp.arange(ho * wo), kernels))  # (H_out*W_out, N, C_out)
   return jnp.transpose(out.reshape(ho, wo, n, c_out), (2, 0, 1, 3))

@@ -374,27 +374,31 @@ def test_network_with_fused_first_block_equals_the_unfused_one(input_shape):
 
 
 # Every stride-1 convolution and every LC layer of Tables 3-4, with its formulation
-# tuned for XLA:CPU: (fast, layer, input shape).
+# tuned for XLA:CPU: (fast, layer, input shape, examples). lc_by_position reorders the
+# kernel when it has fewer output channels than examples, else transposes the fields:
+# each LC shape runs both ways.
+_TABLE_LC = [(L.LocallyConnected(32, 3, 1, 1), (28, 28, 1)),
+             (L.LocallyConnected(32, 3, 1, 1), (14, 14, 32)),
+             (L.LocallyConnected(64, 5, 1, 2), (32, 32, 3)),
+             (L.LocallyConnected(32, 5, 1, 2), (16, 16, 64)),
+             (L.LocallyConnected(32, 2, 2, 0), (8, 8, 32))]
 _TABLE_FAST = [
-    (L.conv_by_taps, L.Conv(64, 3, 1, 1), (28, 28, 1)),
-    (L.conv_by_taps, L.Conv(32, 3, 1, 1), (14, 14, 64)),
-    (L.conv_by_taps, L.Conv(128, 5, 1, 2), (32, 32, 3)),
-    (L.conv_by_taps, L.Conv(64, 5, 1, 2), (16, 16, 128)),
-    (L.lc_by_position, L.LocallyConnected(32, 3, 1, 1), (28, 28, 1)),
-    (L.lc_by_position, L.LocallyConnected(32, 3, 1, 1), (14, 14, 32)),
-    (L.lc_by_position, L.LocallyConnected(64, 5, 1, 2), (32, 32, 3)),
-    (L.lc_by_position, L.LocallyConnected(32, 5, 1, 2), (16, 16, 64)),
-    (L.lc_by_position, L.LocallyConnected(32, 2, 2, 0), (8, 8, 32))]
+    (L.conv_by_taps, L.Conv(64, 3, 1, 1), (28, 28, 1), 20),
+    (L.conv_by_taps, L.Conv(32, 3, 1, 1), (14, 14, 64), 20),
+    (L.conv_by_taps, L.Conv(128, 5, 1, 2), (32, 32, 3), 20),
+    (L.conv_by_taps, L.Conv(64, 5, 1, 2), (16, 16, 128), 20),
+    *[(L.lc_by_position, layer, shape, n) for layer, shape in _TABLE_LC
+      for n in (20, 70)]]
 
 
-@pytest.mark.parametrize("fast,layer,in_shape", _TABLE_FAST)
+@pytest.mark.parametrize("fast,layer,in_shape,examples", _TABLE_FAST)
 def test_fast_formulation_equals_the_plain_one_and_its_derivatives(fast, layer,
-                                                                     in_shape):
+                                                                     in_shape, examples):
   """20 examples: conv_by_taps runs more than one micro-batch, with a remainder."""
   kw, kx, kg = jax.random.split(jax.random.key(0), 3)
   w = jax.random.normal(kw, layer.kernel_shape(in_shape)) / math.sqrt(
       layer.fan_in(in_shape))
-  x = jax.random.uniform(kx, (20, *in_shape), minval=-1, maxval=1)
+  x = jax.random.uniform(kx, (examples, *in_shape), minval=-1, maxval=1)
   expected = layer.lin(w, x)
   np.testing.assert_allclose(fast(layer, w, x), expected, rtol=1e-5, atol=1e-5)
   g = jax.random.normal(kg, expected.shape)
