@@ -39,9 +39,12 @@ config_flags.DEFINE_config_file("config", "configs/default.py", "Config naming t
 
 def measure(input_shape, num_classes, x, widths, seeds):
   """``{n: {layer: {"measured": [deg per seed], "eq15": [deg per seed]}}}``."""
+  # As many hidden layers as the FC net of Table 3 or 4 has for these inputs.
+  depth = len(gevb_jax.make_network("fc", input_shape=input_shape,
+                                    num_classes=num_classes, vectorized=True,
+                                    nonneg=True).hidden)
   results = {}
   for n in widths:
-    depth = 3 if input_shape[-1] == 3 else 2  # Tables 3-4: FC nets' hidden layers.
     net = gevb_jax.make_network("fc", input_shape=input_shape, num_classes=num_classes,
                                 vectorized=True, nonneg=True, widths=(n,) * depth)
     per_layer = {info.name: {"measured": [], "eq15": []} for info in net.hidden}

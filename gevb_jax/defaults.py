@@ -16,12 +16,12 @@ def base_config():
   config.data.data_dir = ""          # TFDS data_dir
 
   config.model = ml_collections.ConfigDict()
-  config.model.arch = "fc"           # fc | conv | lc
+  config.model.arch = "fc"           # one of grid.ARCHS
   config.model.vectorized = True     # VNN (K = num_classes) or conventional (K = 1)
   config.model.nonneg = True         # weights of layers l > 1 kept >= 0
   config.model.widths = config_dict.placeholder(tuple)  # None: Tables 3-4
 
-  config.rule = "gevb"               # vectorized: gevb | bp; conventional: dfa | bp
+  config.rule = "gevb"               # one of grid.RULES[kind] for the network's kind
   config.seed = 0
   config.num_epochs = 190
   config.eval_every = 10

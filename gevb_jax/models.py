@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 
 from gevb_jax import init as initializers
+from gevb_jax.grid import ARCHS
 from gevb_jax import layers as L
 
-ARCHS = ("fc", "conv", "lc")
 
 # Table 3 (1-channel inputs) and Table 4 (3-channel inputs). Hidden weighted layers
 # only; the readout is added by make_network.
@@ -249,7 +249,7 @@ def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=N
     A :class:`Network`.
   """
   if arch not in ARCHS:
-    raise ValueError(f"unknown arch {arch!r}; choose one of {ARCHS}")
+    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
   input_shape = tuple(int(s) for s in input_shape)
   if len(input_shape) != 3:
     raise ValueError(f"input_shape must be (H, W, C), got {input_shape}")

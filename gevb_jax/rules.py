@@ -34,21 +34,22 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import optax
 
+from gevb_jax import grid
 from gevb_jax import layers as L
 from gevb_jax import models
 
-VECTORIZED_RULES = ("bp", "gevb")
-CONVENTIONAL_RULES = ("bp", "dfa")
+VECTORIZED_RULES = grid.RULES["vectorized"]
+CONVENTIONAL_RULES = grid.RULES["conventional"]
 
 
 def check_rule(net, rule):
   """Raises ValueError unless ``rule`` trains this kind of network."""
-  valid = VECTORIZED_RULES if net.vectorized else CONVENTIONAL_RULES
-  if rule not in valid:
-    kind = "vectorized" if net.vectorized else "conventional"
+  kind = grid.kind(net.vectorized)
+  if rule not in grid.RULES[kind]:
     raise ValueError(f"rule {rule!r} does not apply to {kind} networks; "
-                     f"valid rules: {valid}")
+                     f"valid rules: {', '.join(grid.RULES[kind])}")
 
 
 def _sum_to_bias(x, bias_shape):
@@ -139,3 +140,20 @@ def logits_with_rule(net, variables, x, rule):
   batch = x.shape[0]
   eb = jnp.zeros((batch, net.num_classes), x.dtype)
   return models.forward(net, variables, x, _rule_layer(rule), eb=eb)
+
+
+def cross_entropy(logits, labels):
+  """Mean softmax cross-entropy; its gradient in the logits is the error vector e."""
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def loss_and_updates(net, variables, x, labels, rule):
+  """The mean cross-entropy and ``rule``'s updates, shaped like ``variables["params"]``.
+
+  For "bp" the updates are the gradient. All updates use the gradient's sign
+  convention (an optimizer steps along their negative).
+  """
+  def loss_fn(params):
+    logits = logits_with_rule(net, {**variables, "params": params}, x, rule)
+    return cross_entropy(logits, labels)
+  return jax.value_and_grad(loss_fn)(variables["params"])

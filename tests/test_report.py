@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from gevb_jax import report
+from gevb_jax import grid, report
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SEEDS = (0, 1)
@@ -42,7 +42,7 @@ def _workdir(root, experiment, seed, dataset='digits'):
 
 def _write_run(root, index, seed, dataset='digits', measurements=True):
   """Writes a finished run of GRID[index] with known numbers."""
-  experiment = report.GRID[index]
+  experiment = grid.GRID[index]
   workdir = _workdir(root, experiment, seed, dataset)
   workdir.mkdir(parents=True)
   config = {
@@ -77,7 +77,7 @@ def _write_run(root, index, seed, dataset='digits', measurements=True):
 @pytest.fixture
 def root(tmp_path):
   root = tmp_path / 'runs'
-  for index in range(len(report.GRID)):
+  for index in range(len(grid.GRID)):
     for seed in SEEDS:
       _write_run(root, index, seed)
   return root
@@ -98,20 +98,20 @@ def _table_cells(markdown):
     fields = [field.strip() for field in line.strip().strip('|').split('|')]
     if fields[0] in ('FC', 'Conv', 'LC'):
       cells += fields[1:]
-  assert len(cells) == len(report.GRID)
+  assert len(cells) == len(grid.GRID)
   return cells
 
 
 def test_collect_runs(root):
   runs = report.collect_runs(root)
-  assert len(runs) == len(report.GRID) * len(SEEDS)
+  assert len(runs) == len(grid.GRID) * len(SEEDS)
   assert {(r.experiment, r.seed) for r in runs} == {
-      (e, s) for e in report.GRID for s in SEEDS}
+      (e, s) for e in grid.GRID for s in SEEDS}
   assert all(r.finished and len(r.metrics) == 3 for r in runs)
 
 
 def test_collect_runs_ignores_line_being_written(root):
-  workdir = _workdir(root, report.GRID[0], 0)
+  workdir = _workdir(root, grid.GRID[0], 0)
   with open(workdir / 'metrics.jsonl', 'a') as f:
     f.write('{"epoch": 30, "train_')
   (run,) = [r for r in report.collect_runs(root) if r.workdir == workdir]
@@ -131,18 +131,18 @@ def test_table_cells(root):
 
 
 def test_table_unfinished_and_missing(root):
-  workdir = _workdir(root, report.GRID[5], 1)
+  workdir = _workdir(root, grid.GRID[5], 1)
   (workdir / 'summary.json').unlink()
   for seed in SEEDS:
-    shutil.rmtree(_workdir(root, report.GRID[7], seed))
+    shutil.rmtree(_workdir(root, grid.GRID[7], seed))
   markdown = report.table_markdown(report.collect_runs(root), 'digits')
   cells = _table_cells(markdown)
   assert cells[5] == _expected_cell(5, [0]) + ', n=1'
   assert cells[7] == '—'
-  assert (f'1 of 48 runs unfinished (no summary.json): {report.GRID[5]} '
+  assert (f'1 of 48 runs unfinished (no summary.json): {grid.GRID[5]} '
           f'seed 1 ({workdir}).') in markdown
-  assert (f'2 of 48 runs missing: {report.GRID[7]} seed 0, '
-          f'{report.GRID[7]} seed 1.') in markdown
+  assert (f'2 of 48 runs missing: {grid.GRID[7]} seed 0, '
+          f'{grid.GRID[7]} seed 1.') in markdown
 
 
 def test_table_latex(root):
@@ -160,12 +160,12 @@ def test_plots_skip_without_measurements(tmp_path):
   # Fig. 3B plots the notebook's score; the text's alone, or an older run's
   # unnamed one, is not drawn as if it were.
   _write_run(runs_dir, 9, 0)
-  summary_path = _workdir(runs_dir, report.GRID[9], 0) / 'summary.json'
+  summary_path = _workdir(runs_dir, grid.GRID[9], 0) / 'summary.json'
   summary = json.loads(summary_path.read_text())
   summary['cluster_quality'] = {'section6_squared': {'init': 0.1, 'final': 0.2}}
   summary_path.write_text(json.dumps(summary))
   _write_run(runs_dir, 10, 0)
-  summary_path = _workdir(runs_dir, report.GRID[10], 0) / 'summary.json'
+  summary_path = _workdir(runs_dir, grid.GRID[10], 0) / 'summary.json'
   summary['cluster_quality'] = {'init': 0.1, 'final': 0.2}
   summary_path.write_text(json.dumps(summary))
   runs = report.collect_runs(runs_dir)
@@ -223,7 +223,7 @@ def test_cli_without_runs_fails(tmp_path, make_dir):
 
 
 def _set_test_error(root, index, dataset, test_percent):
-  path = _workdir(root, report.GRID[index], 0, dataset) / 'summary.json'
+  path = _workdir(root, grid.GRID[index], 0, dataset) / 'summary.json'
   summary = json.loads(path.read_text())
   summary['final_test_error'] = test_percent / 100
   path.write_text(json.dumps(summary))

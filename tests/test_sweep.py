@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from launch import sweep
+from launch import local, planning, slurm
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FAIL_ON = 'FAKE_TRAINER_FAIL_ON'
@@ -75,33 +75,33 @@ def calls(workdir):
 
 def test_table1_plan_covers_the_paper_grid_once():
   seeds = 3
-  experiments = sweep.plan(sweep.GRIDS['table1'], seeds, 'runs')
+  experiments = planning.plan(planning.GRIDS['table1'], seeds, 'runs')
   assert len(experiments) == 24 * seeds
   points = collections.Counter(
-      (e.arch, e.vectorized, e.nonneg, e.rule, e.seed) for e in experiments)
+      (e.experiment.arch, e.experiment.vectorized, e.experiment.nonneg, e.experiment.rule, e.seed) for e in experiments)
   expected = {
       (arch, vectorized, nonneg, rule, seed)
       for arch, vectorized, nonneg, seed in itertools.product(
           ('fc', 'conv', 'lc'), (True, False), (True, False), range(seeds))
       for rule in (('gevb', 'bp') if vectorized else ('dfa', 'bp'))}
   assert set(points) == expected and set(points.values()) == {1}
-  assert not any(e.rule == 'gevb' for e in experiments if not e.vectorized)
-  assert not any(e.rule == 'dfa' for e in experiments if e.vectorized)
+  assert not any(e.experiment.rule == 'gevb' for e in experiments if not e.experiment.vectorized)
+  assert not any(e.experiment.rule == 'dfa' for e in experiments if e.experiment.vectorized)
   assert len({e.workdir for e in experiments}) == len(experiments)
   assert {e.config for e in experiments} == {'configs/mnist.py'}
-  assert experiments == sweep.plan(sweep.GRIDS['table1'], seeds, 'runs')
+  assert experiments == planning.plan(planning.GRIDS['table1'], seeds, 'runs')
 
 
 def test_workdir_layout_and_command():
-  experiments = sweep.plan(
-      sweep.GRIDS['table2'], 2, 'root', {'num_epochs': '2'})
+  experiments = planning.plan(
+      planning.GRIDS['table2'], 2, 'root', {'num_epochs': '2'})
   e = next(e for e in experiments
-           if (e.arch, e.vectorized, e.nonneg, e.rule, e.seed)
+           if (e.experiment.arch, e.experiment.vectorized, e.experiment.nonneg, e.experiment.rule, e.seed)
            == ('lc', False, False, 'dfa', 1))
-  assert e.workdir == pathlib.Path('root/cifar/lc-conv-mixed-dfa/seed1')
+  assert e.workdir == pathlib.Path('root/cifar/lc-conventional-mixed-dfa/seed1')
   assert e.command('some.trainer') == [
       sys.executable, '-m', 'some.trainer', '--config=configs/cifar.py',
-      '--workdir=root/cifar/lc-conv-mixed-dfa/seed1',
+      '--workdir=root/cifar/lc-conventional-mixed-dfa/seed1',
       '--config.model.arch=lc', '--config.model.vectorized=False',
       '--config.model.nonneg=False', '--config.rule=dfa', '--config.seed=1',
       '--config.num_epochs=2']
@@ -112,14 +112,14 @@ def test_grid_file_and_set_overrides(tmp_path):
   path = tmp_path / 'grid.json'
   path.write_text(json.dumps({
       'config': 'configs/default.py', 'archs': ['fc', 'lc'], 'nonneg': [True],
-      'rules': {'vec': ['gevb']},
+      'rules': {'vectorized': ['gevb']},
       'overrides': {'num_epochs': 5, 'eval_every': 1, 'flag': True}}))
-  grid = sweep.load_grid(str(path))
-  overrides = sweep.parse_overrides(['num_epochs=2'])
-  experiments = sweep.plan(grid, 2, 'r', overrides)
+  grid = planning.load_grid(str(path))
+  overrides = planning.parse_overrides(['num_epochs=2'])
+  experiments = planning.plan(grid, 2, 'r', overrides)
   # 2 archs x 1 nonneg x (1 vectorized rule + 2 conventional rules) x 2 seeds.
   assert len(experiments) == 12
-  assert {(e.vectorized, e.rule) for e in experiments} == {
+  assert {(e.experiment.vectorized, e.experiment.rule) for e in experiments} == {
       (True, 'gevb'), (False, 'dfa'), (False, 'bp')}
   assert {e.workdir.parts[1] for e in experiments} == {'default'}
   command = experiments[0].command()
@@ -132,12 +132,12 @@ def test_grid_file_and_set_overrides(tmp_path):
     ({'archs': ['fc']}, ['"config"']),
     ({'config': 'configs/default.py', 'archs': ['mlp']},
      ["'mlp'", '"fc", "conv", "lc"']),
-    ({'config': 'configs/default.py', 'rules': {'conv': ['gevb']}},
+    ({'config': 'configs/default.py', 'rules': {'conventional': ['gevb']}},
      ["'gevb'", '"dfa", "bp"']),
-    ({'config': 'configs/default.py', 'rules': {'vec': ['dfa']}},
+    ({'config': 'configs/default.py', 'rules': {'vectorized': ['dfa']}},
      ["'dfa'", '"gevb", "bp"']),
-    ({'config': 'configs/default.py', 'kinds': ['vec'],
-      'rules': {'conv': ['bp']}}, ["'conv'"]),
+    ({'config': 'configs/default.py', 'kinds': ['vectorized'],
+      'rules': {'conventional': ['bp']}}, ["'conventional'"]),
     ({'config': 'configs/default.py', 'nonneg': [1]}, ['1', 'true, false']),
     ({'config': 'configs/default.py', 'seeds': 3}, ["'seeds'", 'archs']),
     ({'config': 'configs/default.py', 'overrides': {'seed': 3}},
@@ -147,18 +147,18 @@ def test_bad_grid_files_are_rejected(tmp_path, spec, words):
   path = tmp_path / 'bad.json'
   path.write_text(json.dumps(spec))
   with pytest.raises(ValueError) as error:
-    sweep.load_grid(str(path))
+    planning.load_grid(str(path))
   assert str(path) in str(error.value)
   for word in words:
     assert word in str(error.value)
 
 
 def test_parse_gpus():
-  assert sweep.parse_gpus('') == sweep.parse_gpus('cpu') == ['cpu']
-  assert sweep.parse_gpus('0,3') == ['0', '3']
+  assert local.parse_gpus('') == local.parse_gpus('cpu') == ['cpu']
+  assert local.parse_gpus('0,3') == ['0', '3']
   for bad in ('a', '0,0', '-1', '0,,1'):
     with pytest.raises(ValueError, match='bad --gpus'):
-      sweep.parse_gpus(bad)
+      local.parse_gpus(bad)
 
 
 @pytest.mark.parametrize('args, words', [
@@ -172,7 +172,7 @@ def test_parse_gpus():
 ])
 def test_bad_input_exits_with_one_clear_line(cwd, args, words):
   (cwd / 'bad.json').write_text(json.dumps(
-      {'config': 'configs/default.py', 'rules': {'conv': ['gevb']}}))
+      {'config': 'configs/default.py', 'rules': {'conventional': ['gevb']}}))
   result = run_sweep(cwd, *args, '--root=runs')
   assert result.returncode != 0
   message = result.stderr.strip()
@@ -184,7 +184,7 @@ def test_bad_input_exits_with_one_clear_line(cwd, args, words):
 
 def test_dry_run_lists_every_experiment_once_and_runs_nothing(cwd):
   root = cwd / 'runs'
-  experiments = sweep.plan(sweep.GRIDS['table1'], 2, 'runs')
+  experiments = planning.plan(planning.GRIDS['table1'], 2, 'runs')
   finish(experiments[5], cwd)
   result = run_sweep(cwd, '--grid=table1', '--seeds=2', '--root=runs',
                      '--gpus=0,1', '--dry-run')
@@ -206,7 +206,7 @@ def test_dry_run_lists_every_experiment_once_and_runs_nothing(cwd):
 
 
 def test_slurm_script_and_tasks(cwd):
-  experiments = sweep.plan(sweep.GRIDS['table1'], 1, 'runs')
+  experiments = planning.plan(planning.GRIDS['table1'], 1, 'runs')
   finish(experiments[0], cwd)
   result = run_sweep(cwd, '--grid=table1', '--seeds=1', '--root=runs',
                      '--backend=slurm', '--slurm_max_parallel=4',
@@ -248,7 +248,7 @@ def test_submit_needs_sbatch(cwd):
 
 
 def test_local_runs_pin_devices_skip_finished_and_report_failures(cwd):
-  experiments = sweep.plan(sweep.GRIDS['table1'], 2, 'runs')
+  experiments = planning.plan(planning.GRIDS['table1'], 2, 'runs')
   finish(experiments[0], cwd)
   failing = experiments[30]
   args = ['--grid=table1', '--seeds=2', '--root=runs', '--gpus=3,5',
@@ -285,16 +285,32 @@ def test_local_runs_pin_devices_skip_finished_and_report_failures(cwd):
 
 def test_cpu_runs(cwd):
   (cwd / 'grid.json').write_text(json.dumps({
-      'config': 'configs/default.py', 'archs': ['fc'], 'kinds': ['vec'],
+      'config': 'configs/default.py', 'archs': ['fc'], 'kinds': ['vectorized'],
       'nonneg': [True], 'overrides': {'eval_every': 1}}))
   result = run_sweep(cwd, '--grid=grid.json', '--seeds=2', '--root=runs',
                      '--gpus=cpu', '--runs_per_gpu=2', '--set', 'num_epochs=1')
   assert result.returncode == 0, result.stderr
   assert '4 done, 0 failed, 0 skipped' in result.stdout
-  experiments = sweep.plan(
-      sweep.load_grid(str(cwd / 'grid.json')), 2, 'runs', {'num_epochs': '1'})
+  experiments = planning.plan(
+      planning.load_grid(str(cwd / 'grid.json')), 2, 'runs', {'num_epochs': '1'})
   for e in experiments:
     [call] = calls(cwd / e.workdir)
     assert (call['cuda'], call['platforms']) == ('', 'cpu')
     assert {'--config.eval_every=1',
             '--config.num_epochs=1'} <= set(call['argv'])
+
+
+def test_old_kind_names_and_old_run_folders_are_still_used(tmp_path):
+  """Grid files and sweeps from before the kinds were spelled out keep working."""
+  old = planning.Grid('configs/default.py', archs=['fc'], kinds=['vec'],
+                      rules={'vec': ['gevb']})
+  assert old == planning.Grid('configs/default.py', archs=['fc'],
+                              kinds=['vectorized'], rules={'vectorized': ['gevb']})
+  jobs = planning.plan(old, 2, tmp_path)
+  assert [j.workdir.parent.name for j in jobs] == ['fc-vectorized-nonneg-gevb',
+                                                   'fc-vectorized-mixed-gevb'] * 2
+  finished_before = tmp_path / 'default' / 'fc-vec-nonneg-gevb' / 'seed1'
+  finished_before.mkdir(parents=True)
+  adopted = planning.adopt_old_folders(jobs)
+  assert [j.workdir for j in adopted] == [j.workdir for j in jobs[:2]] + [
+      finished_before, jobs[3].workdir]

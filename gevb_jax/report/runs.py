@@ -1,0 +1,121 @@
+"""Run collection: every run folder below a root, grouped by data set and experiment, and
+how the runs cover the grid of Tables 1-2."""
+
+import collections
+import dataclasses
+import os
+import pathlib
+from typing import Any
+
+from gevb_jax import workdir as run_folder
+from gevb_jax.grid import GRID, Experiment
+
+
+DATASET_NAMES = {
+    'mnist': 'MNIST', 'cifar10': 'CIFAR-10',
+    'fashion_mnist': 'Fashion-MNIST', 'digits': 'Digits',
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A run workdir: its config, evaluations and (once finished) summary."""
+  workdir: pathlib.Path
+  config: dict[str, Any]
+  metrics: list[dict[str, Any]]
+  summary: dict[str, Any] | None
+
+  @property
+  def dataset(self):
+    return self.config['data']['name']
+
+  @property
+  def experiment(self):
+    model = self.config['model']
+    return Experiment(model['arch'], bool(model['vectorized']),
+                      bool(model['nonneg']), self.config['rule'])
+
+  @property
+  def seed(self):
+    return self.config['seed']
+
+  @property
+  def finished(self):
+    return self.summary is not None
+
+  def __str__(self):
+    return f'{self.experiment} seed {self.seed}'
+
+
+def collect_runs(root):
+  """Loads every run workdir (a directory with config.json) below root."""
+  runs = []
+  for dirpath, dirnames, filenames in os.walk(root):
+    dirnames.sort()
+    if run_folder.CONFIG not in filenames:
+      continue
+    dirnames.clear()  # A run's own subdirectories (checkpoints) hold no runs.
+    workdir = pathlib.Path(dirpath)
+    runs.append(Run(workdir=workdir, config=run_folder.read_config(workdir),
+                    metrics=run_folder.read_metrics(workdir),
+                    summary=run_folder.read_summary(workdir)))
+  return runs
+
+
+def dataset_name(dataset):
+  return DATASET_NAMES.get(dataset, dataset)
+
+
+def by_experiment(runs):
+  groups = collections.defaultdict(list)
+  for run in runs:
+    groups[run.experiment].append(run)
+  return groups
+
+
+def of_dataset(runs, dataset):
+  return [run for run in runs if run.dataset == dataset]
+
+
+@dataclasses.dataclass(frozen=True)
+class GridStatus:
+  """How a dataset's runs cover the grid of GRID experiments x seeds seen."""
+  seeds: list[int]
+  missing: list[str]
+  unfinished: list[Run]
+  outside: list[Run]
+
+  @property
+  def total(self):
+    return len(GRID) * len(self.seeds)
+
+  def lines(self):
+    """One line per kind of gap, each listing the runs concerned."""
+    lines = []
+    if self.missing:
+      lines.append(f'{len(self.missing)} of {self.total} runs missing: '
+                   + ', '.join(self.missing) + '.')
+    if self.unfinished:
+      lines.append(f'{len(self.unfinished)} of {self.total} runs unfinished '
+                   '(no summary.json): '
+                   + ', '.join(f'{r} ({r.workdir})' for r in self.unfinished)
+                   + '.')
+    if self.outside:
+      lines.append(f'{len(self.outside)} runs outside the table layout: '
+                   + ', '.join(f'{r} ({r.workdir})' for r in self.outside)
+                   + '.')
+    return lines or [f'All {self.total} runs finished.']
+
+
+def grid_status(runs, dataset):
+  """Missing, unfinished and off-grid runs of a dataset."""
+  runs = of_dataset(runs, dataset)
+  seeds = sorted({run.seed for run in runs})
+  present = {(run.experiment, run.seed) for run in runs}
+  return GridStatus(
+      seeds=seeds,
+      missing=[f'{experiment} seed {seed}' for experiment in GRID
+               for seed in seeds if (experiment, seed) not in present],
+      unfinished=[run for run in runs
+                  if run.experiment in GRID and not run.finished],
+      outside=[run for run in runs if run.experiment not in GRID])

@@ -1,0 +1,225 @@
+"""The plan of a sweep: grids of experiments (the paper's tables or a JSON file) crossed
+with seeds, each a job with its command line and its run folder
+
+  <root>/<config stem>/<experiment name>/seed<N>
+
+e.g. ``runs/mnist/conv-vectorized-nonneg-gevb/seed0`` (``grid.Experiment.name``).
+Planning reads nothing from disk but the grid file.
+"""
+
+import dataclasses
+import json
+import pathlib
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gevb_jax import grid
+from gevb_jax import workdir as run_folder
+
+# Config keys that every experiment sets itself; overrides may not.
+RESERVED_KEYS = ('model.arch', 'model.vectorized', 'model.nonneg', 'rule',
+                 'seed')
+
+
+_KEY = re.compile(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*')
+
+
+def _check_list(name, values, valid):
+  """Raises ValueError unless `values` lists distinct `valid` items."""
+  choices = ', '.join(json.dumps(v) for v in valid)
+  if not isinstance(values, (list, tuple)) or not values:
+    raise ValueError(
+        f'{name} must be a non-empty list of {choices}; got {values!r}')
+  for value in values:
+    if type(value) is not type(valid[0]) or value not in valid:
+      raise ValueError(f'bad {name} value {value!r}; valid choices: {choices}')
+  if len(set(values)) < len(values):
+    raise ValueError(f'{name} lists a value twice: {values!r}')
+
+
+def _check_key(key):
+  """Raises ValueError unless `key` is a config key that overrides may set."""
+  if not _KEY.fullmatch(key):
+    raise ValueError(
+        f'bad config key {key!r}: expected a dotted name like model.width')
+  if key in RESERVED_KEYS:
+    raise ValueError(
+        f'config key {key!r} is set per experiment by the grid and --seeds; '
+        f'overrides may not set any of {", ".join(RESERVED_KEYS)}')
+
+
+def _kinds(values):
+  """Grid-file kinds with the old short names ("vec", "conv") spelled out."""
+  if isinstance(values, (list, tuple)):
+    return tuple(grid.OLD_KIND_NAMES.get(v, v) if isinstance(v, str) else v
+                 for v in values)
+  return values
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+  """One config file crossed with archs x kinds x nonneg x rules (per kind).
+
+  Kinds are "vectorized" and "conventional" (``grid.KINDS``); the old names "vec" and
+  "conv" are read as those.
+  """
+  config: str
+  archs: Sequence[str] = grid.ARCHS
+  kinds: Sequence[str] = grid.KINDS
+  nonneg: Sequence[bool] = (True, False)
+  # Kinds missing here get all the rules they admit, grid.RULES[kind].
+  rules: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+  overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+  def __post_init__(self):
+    if not isinstance(self.config, str) or not self.config.endswith(".py"):
+      raise ValueError(
+          'config must name a .py config file, e.g. "configs/default.py"; '
+          f"got {self.config!r}")
+    _check_list("archs", self.archs, grid.ARCHS)
+    object.__setattr__(self, "kinds", _kinds(self.kinds))
+    _check_list("kinds", self.kinds, grid.KINDS)
+    _check_list("nonneg", self.nonneg, (True, False))
+    if not isinstance(self.rules, Mapping):
+      raise ValueError(f"rules must map kinds to lists of rules; got {self.rules!r}")
+    rules = {grid.OLD_KIND_NAMES.get(k, k): v for k, v in self.rules.items()}
+    object.__setattr__(self, "rules", rules)
+    for kind, kind_rules in rules.items():
+      if kind not in self.kinds:
+        raise ValueError(f"rules given for kind {kind!r}, which is not in "
+                         f"kinds {list(self.kinds)}")
+      _check_list(f"rules for kind {kind!r}", kind_rules, grid.RULES[kind])
+    if not isinstance(self.overrides, Mapping):
+      raise ValueError(
+          f"overrides must map config keys to values; got {self.overrides!r}")
+    for key, value in self.overrides.items():
+      _check_key(key)
+      if not isinstance(value, (str, int, float)):
+        raise ValueError(f"override {key!r} must be a string, number or "
+                         f"boolean; got {value!r}")
+
+  def rules_for(self, kind):
+    """The rules swept for networks of ``kind`` ("vectorized" or "conventional")."""
+    return self.rules.get(kind, grid.RULES[kind])
+
+
+GRIDS = {
+    "table1": Grid("configs/mnist.py"),  # Table 1: MNIST.
+    "table2": Grid("configs/cifar.py"),  # Table 2: CIFAR-10.
+}
+
+
+def load_grid(name):
+  """Returns the paper grid called `name`, or the one in JSON file `name`."""
+  if name in GRIDS:
+    return GRIDS[name]
+  path = pathlib.Path(name)
+  if not path.is_file():
+    what = 'grid file not found' if path.suffix == '.json' else 'unknown grid'
+    raise ValueError(f'{what}: {name!r}; valid choices: '
+                     f'{", ".join(GRIDS)} or a grid .json file')
+  try:
+    spec = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise ValueError(f'grid file {name}: not valid JSON ({e})') from None
+  if not isinstance(spec, dict) or 'config' not in spec:
+    raise ValueError(
+        f'grid file {name}: expected a JSON object with a "config" key')
+  keys = [field.name for field in dataclasses.fields(Grid)]
+  for key in spec:
+    if key not in keys:
+      raise ValueError(f'grid file {name}: unknown key {key!r}; '
+                       f'valid keys: {", ".join(keys)}')
+  try:
+    return Grid(**spec)
+  except ValueError as e:
+    raise ValueError(f'grid file {name}: {e}') from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+  """One training run: an experiment of the grid with its config, seed and workdir."""
+  experiment: grid.Experiment
+  config: str
+  seed: int
+  workdir: pathlib.Path
+  overrides: tuple[tuple[str, str], ...] = ()
+
+  @property
+  def log(self):
+    """Where the local backend appends the run's stdout and stderr."""
+    return self.workdir / run_folder.LOG
+
+  def finished(self):
+    """Whether the run has written its summary (reads the disk)."""
+    return run_folder.finished(self.workdir)
+
+  def command(self, trainer_module="gevb_jax.main"):
+    """The command line that trains (or resumes) this job."""
+    e = self.experiment
+    return [
+        sys.executable, "-m", trainer_module,
+        f"--config={self.config}",
+        f"--workdir={self.workdir}",
+        f"--config.model.arch={e.arch}",
+        f"--config.model.vectorized={e.vectorized}",
+        f"--config.model.nonneg={e.nonneg}",
+        f"--config.rule={e.rule}",
+        f"--config.seed={self.seed}",
+        *(f"--config.{key}={value}" for key, value in self.overrides),
+    ]
+
+
+def plan(sweep_grid, seeds, root, overrides=None):
+  """Lists the jobs of ``sweep_grid`` for seeds 0, ..., seeds - 1.
+
+  Pure: reads nothing from disk; the same arguments give the same plan.
+
+  Args:
+    sweep_grid: the ``Grid`` to sweep.
+    seeds: how many seeds to run every grid point with.
+    root: directory under which every job gets its workdir.
+    overrides: config overrides applied on top of ``sweep_grid.overrides``.
+
+  Returns:
+    One ``Job`` per (seed, arch, kind, nonneg, rule), all of seed 0 first.
+  """
+  merged = {**sweep_grid.overrides, **(overrides or {})}
+  items = tuple((key, str(value)) for key, value in merged.items())
+  dataset_dir = pathlib.Path(root) / pathlib.PurePath(sweep_grid.config).stem
+  experiments = [grid.Experiment(arch, kind == "vectorized", nonneg, rule)
+                 for arch in sweep_grid.archs for kind in sweep_grid.kinds
+                 for nonneg in sweep_grid.nonneg for rule in sweep_grid.rules_for(kind)]
+  return [Job(experiment=e, config=sweep_grid.config, seed=seed,
+              workdir=dataset_dir / e.name / f"seed{seed}", overrides=items)
+          for seed in range(seeds) for e in experiments]
+
+
+def adopt_old_folders(jobs):
+  """Jobs whose run folder exists only under its old name (``fc-vec-nonneg-gevb``,
+  from before the kinds were spelled out) keep running there, so that a sweep started
+  then resumes instead of starting over."""
+  adopted = []
+  for job in jobs:
+    old = job.workdir.parent.parent / job.experiment.old_name / job.workdir.name
+    if not job.workdir.exists() and old.exists():
+      job = dataclasses.replace(job, workdir=old)
+    adopted.append(job)
+  return adopted
+
+
+def parse_overrides(items):
+  """Parses `--set key=value` items into a {key: value} dict."""
+  overrides = {}
+  for item in items:
+    key, sep, value = item.partition('=')
+    try:
+      if not sep:
+        raise ValueError('expected key=value, e.g. --set num_epochs=2')
+      _check_key(key)
+    except ValueError as e:
+      raise ValueError(f'bad --set {item!r}: {e}') from None
+    overrides[key] = value
+  return overrides
