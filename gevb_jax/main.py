@@ -21,6 +21,8 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.",
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if not FLAGS["verbosity"].present:  # Library INFO logs only when asked for.
+    logging.set_verbosity(logging.WARNING)
   logging.info("config:\n%s", FLAGS.config)
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

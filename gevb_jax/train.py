@@ -11,10 +11,8 @@ state is checkpointed at epoch ends, so a run killed at any moment and rerun end
 with the same parameters and metrics as one that never stopped.
 """
 
-import json
 import math
 import os
-import shutil
 import sys
 import time
 
@@ -22,14 +20,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
-import tensorboardX
 import tqdm
 from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import gevb_jax
-from gevb_jax import clusters, data, metrics
+from gevb_jax import clusters, data, grid, metrics, rules
+from gevb_jax import workdir as run_folder
 
 
 class TrainingError(RuntimeError):
@@ -52,7 +49,7 @@ def make_train_step(net, tx, rule, mesh):
     x, y = x_all[idx], y_all[idx]
     x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
     variables = {"params": state["params"], "fixed": state["fixed"]}
-    loss, updates = gevb_jax.loss_and_updates(net, variables, x, y, rule)
+    loss, updates = rules.loss_and_updates(net, variables, x, y, rule)
     updates, opt_state = tx.update(updates, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     return {**state, "params": params, "opt_state": opt_state}, loss
@@ -63,14 +60,25 @@ def make_train_step(net, tx, rule, mesh):
 def run_epoch(train_step, state, x_all, y_all, batches, mesh, progress=False, desc=""):
   """Runs ``train_step`` over ``batches`` (indices, ``(steps, batch)``).
 
-  Returns the new state and the summed loss, still on the device: nothing here waits
-  for a step, so the host stays ahead of the devices.
+  Returns the new state and the summed loss, still on the device. Without
+  ``progress`` nothing here waits for a step, so the host stays ahead of the devices.
+  With it, a tqdm bar counts examples per second: each step then waits for the one
+  before, so that the bar moves with the computation, not with the dispatch, while
+  the host still prepares step n + 1 as the devices run step n.
   """
   sharding = NamedSharding(mesh, P("data"))
-  loss_sum = 0.0
-  for idx in tqdm.tqdm(batches, desc=desc, disable=not progress, leave=False):
-    state, loss = train_step(state, x_all, y_all, jax.device_put(idx, sharding))
-    loss_sum = loss_sum + loss
+  loss_sum, previous = 0.0, None
+  with tqdm.tqdm(total=batches.size, desc=desc, disable=not progress, leave=False,
+                 unit="ex", unit_scale=True) as bar:
+    for idx in batches:
+      state, loss = train_step(state, x_all, y_all, jax.device_put(idx, sharding))
+      loss_sum = loss_sum + loss
+      if progress:
+        if previous is not None:
+          previous.block_until_ready()
+          bar.update(len(idx))
+        previous = loss
+    bar.update(bar.total - bar.n)
   return state, loss_sum
 
 
@@ -127,80 +135,26 @@ def memory_bounded_batches(net, config, num_devices):
           fit(ALIGNMENT_COPIES, config.metrics.alignment_examples))
 
 
-# --- Workdir -------------------------------------------------------------------
-
-
-def _flatten(d, prefix=""):
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-# Settings that do not change what a run computes.
-_NOT_IDENTITY = ("progress", "overwrite", "memory_budget_mb")
-
-
-def _config_changes(config, workdir):
-  """``"key: old -> new"`` for every field that differs from the workdir's run."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    old = _flatten(json.load(f))
-  new = _flatten(json.loads(config.to_json()))
-  return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(new) | set(old))
-          if k.split(".")[0] not in _NOT_IDENTITY and new.get(k) != old.get(k)]
-
-
-def _claim_workdir(config, workdir, start_over):
-  """Writes ``config.json``, first removing another config's run if ``start_over``."""
-  if start_over:
-    for name in ("checkpoints", "metrics.jsonl", "summary.json"):
-      target = os.path.join(workdir, name)
-      if os.path.isdir(target):
-        shutil.rmtree(target)
-      elif os.path.exists(target):
-        os.remove(target)
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, "config.json"), "w") as f:
-    json.dump(json.loads(config.to_json()), f, indent=2, sort_keys=True)
-
-
-def _restore(manager, abstract_state):
-  """Latest readable checkpoint ``(epoch, state)``, falling back past corrupt ones."""
-  for step in sorted(manager.all_steps(), reverse=True):
-    try:
-      state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
-      return step, state
-    except Exception as err:  # pylint: disable=broad-except
-      logging.warning("checkpoint at epoch %d is unreadable (%s: %s); deleting it and "
-                      "falling back to the previous one", step, type(err).__name__,
-                      str(err).splitlines()[0] if str(err) else "")
-      manager.delete(step)
-  return None, None
-
-
-def _read_metrics(path, last_epoch):
-  """Metrics lines up to ``last_epoch``; later ones belong to lost epochs."""
-  if not os.path.exists(path):
-    return []
-  rows = []
-  with open(path) as f:
-    for line in f:
-      try:
-        row = json.loads(line)
-      except json.JSONDecodeError:
-        break  # A line cut short by a kill.
-      if row["epoch"] <= last_epoch:
-        rows.append(row)
-  return rows
-
-
 # --- Main loop -----------------------------------------------------------------
+
+
+def _header(config, ds, net, mesh):
+  """The console's first line: data, network, rule and devices."""
+  shape = "x".join(map(str, ds.train_x.shape[1:]))
+  experiment = grid.Experiment(config.model.arch, net.vectorized, net.nonneg, config.rule)
+  devices = f"{mesh.size} {jax.default_backend()} device{'s' * (mesh.size > 1)}"
+  return (f"{ds.name}: {len(ds.train_x)} train / {len(ds.test_x)} test images {shape}, "
+          f"{ds.num_classes} classes | {experiment} (K = {net.num_components}) | "
+          f"{devices}")
+
+
+def _eval_line(row):
+  """One evaluation on one console line; alignment angles per layer, early to late."""
+  line = (f"epoch {row['epoch']:>3}: train error {row['train_error']:.4f}, test error "
+          f"{row['test_error']:.4f}, train loss {row['train_loss']:.4f}")
+  if "alignment" in row:
+    line += ", alignment " + "/".join(f"{v:.0f}" for v in row["alignment"].values()) + " deg"
+  return line
 
 
 def data_mesh():
@@ -214,16 +168,14 @@ def train_and_evaluate(config, workdir):
   Returns the summary dict also written to ``summary.json``.
   """
   config = config.copy_and_resolve_references()
-  changes = _config_changes(config, workdir)
+  changes = run_folder.config_changes(config, workdir)
   if changes and not config.overwrite:
     raise TrainingError(f"workdir {workdir} holds a run with another config "
                         f"({', '.join(changes)}); use another workdir or "
                         "--config.overwrite=True to start over")
-  summary_path = os.path.join(workdir, "summary.json")
-  if not changes and os.path.exists(summary_path):
-    logging.info("%s already finished; nothing to do", workdir)
-    with open(summary_path) as f:
-      return json.load(f)
+  if not changes and run_folder.finished(workdir):
+    print(f"{workdir} holds a finished run; nothing to do", flush=True)
+    return run_folder.read_summary(workdir)
 
   mesh = data_mesh()
   if config.batch_size % mesh.size:
@@ -235,28 +187,23 @@ def train_and_evaluate(config, workdir):
       config.model.arch, input_shape=ds.train_x.shape[1:], num_classes=ds.num_classes,
       vectorized=config.model.vectorized, nonneg=config.model.nonneg,
       widths=config.model.widths)
-  gevb_jax.rules.check_rule(net, config.rule)
+  rules.check_rule(net, config.rule)
   eval_batch, probe_batch = memory_bounded_batches(net, config, mesh.size)
   tx = gevb_jax.make_optimizer(net, learning_rate=config.learning_rate)
   # Only a run that can start claims the workdir: a typo leaves it as it was.
-  _claim_workdir(config, workdir, start_over=bool(changes))
+  run_folder.claim(config, workdir, start_over=bool(changes))
+  print(_header(config, ds, net, mesh), flush=True)
 
   variables = net.init(jax.random.key(config.seed))
   state = {"params": variables["params"], "fixed": variables["fixed"],
            "opt_state": tx.init(variables["params"])}
-  manager = ocp.CheckpointManager(
-      os.path.abspath(os.path.join(workdir, "checkpoints")),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=1, keep_period=config.eval_every,
-          enable_async_checkpointing=False, cleanup_tmp_directories=True))
-  epoch, restored = _restore(manager, state)
-  metrics_path = os.path.join(workdir, "metrics.jsonl")
-  history = _read_metrics(metrics_path, -1 if epoch is None else epoch)
-  with open(metrics_path, "w") as f:  # Drop lines of epochs that were lost.
-    f.writelines(json.dumps(row) + "\n" for row in history)
+  manager = run_folder.checkpoint_manager(workdir, keep_period=config.eval_every)
+  epoch, restored = run_folder.restore(manager, state)
+  history = run_folder.read_metrics(workdir, last_epoch=-1 if epoch is None else epoch)
+  writer = run_folder.MetricWriter(workdir, history)
   if restored is not None:
     state = restored
-    logging.info("resumed %s from epoch %d", workdir, epoch)
+    print(f"resumed {workdir} from epoch {epoch}", flush=True)
 
   replicated = NamedSharding(mesh, P())
   state = jax.device_put(state, replicated)
@@ -267,7 +214,6 @@ def train_and_evaluate(config, workdir):
   # order (alignment_and_concentration_viz.ipynb, cell 1: shuffle_train=False).
   probe = (ds.train_x[:config.metrics.alignment_examples],
            ds.train_y[:config.metrics.alignment_examples])
-  writer = tensorboardX.SummaryWriter(workdir)
   wall0 = time.time() - (history[-1]["wall_time_s"] if history else 0.0)
   steps_per_epoch = len(ds.train_x) // config.batch_size
 
@@ -288,22 +234,13 @@ def train_and_evaluate(config, workdir):
         row["relative_std"] = metrics.relative_std(net, variables, probe[0],
                                                    batch_size=probe_batch)
         row["eq15_relative_std"] = metrics.eq15_prediction(net, variables)
-    with open(metrics_path, "a") as f:
-      f.write(json.dumps(row) + "\n")
-    for key, value in row.items():
-      if isinstance(value, float) and key != "wall_time_s":
-        writer.add_scalar(key, value, row["step"])
-      elif isinstance(value, dict):
-        for layer, v in value.items():
-          writer.add_scalar(f"{key}/{layer}", v, row["step"])
-    writer.flush()
-    logging.info("epoch %d: train error %.4f, test error %.4f, loss %.4f", epoch,
-                 train_error, test_error, train_loss)
+    writer.write(row)
+    print(_eval_line(row), flush=True)
     return row
 
   if epoch is None:
     last = log_eval(0)
-    manager.save(0, args=ocp.args.StandardSave(state))
+    run_folder.save(manager, 0, state)
     epoch = 0
   else:
     last = history[-1]
@@ -321,17 +258,16 @@ def train_and_evaluate(config, workdir):
     if epoch % config.eval_every == 0 or epoch == config.num_epochs:
       last = log_eval(epoch)
       stopped_early = config.stop_at_zero_train_error and last["train_error"] == 0
-    manager.save(epoch, args=ocp.args.StandardSave(state))
+    run_folder.save(manager, epoch, state)
   manager.wait_until_finished()
   writer.close()
 
   summary = {"final_train_error": last["train_error"],
              "final_test_error": last["test_error"], "epochs_run": epoch,
              "stopped_early": bool(stopped_early)}
-  if config.metrics.cluster_quality and config.model.arch in ("conv", "lc"):
+  if config.metrics.cluster_quality and config.model.arch in grid.CLUSTERED_ARCHS:
     summary["cluster_quality"] = cluster_quality(net, config, ds, state, workdir)
-  with open(summary_path, "w") as f:
-    json.dump(summary, f, indent=2)
+  run_folder.write_summary(workdir, summary)
   return summary
 
 

@@ -164,6 +164,24 @@ def test_early_stop_at_zero_train_error_and_rerun_is_a_no_op(tmp_path):
   assert _metrics(tmp_path) == rows
 
 
+def test_console_is_quiet_off_a_tty_and_library_logs_come_on_request(tmp_path):
+  """README command 1's run: a header, one line per evaluation, the final line."""
+  quiet = _cli(tmp_path / "quiet")
+  assert quiet.returncode == 0, quiet.stderr
+  lines = (quiet.stdout + quiet.stderr).splitlines()
+  rows = _metrics(tmp_path / "quiet")
+  assert len(lines) == 1 + len(rows) + 1 <= 30
+  assert lines[0].startswith("digits: 1437 train / 360 test images 8x8x1, 10 classes")
+  assert "FC Vectorized Nonneg GEVB (K = 10)" in lines[0]
+  assert [line.split(":")[0] for line in lines[1:-1]] == [
+      f"epoch {row['epoch']:>3}" for row in rows]
+  assert lines[-1].startswith(f"final test error {rows[-1]['test_error']:.4f}")
+  verbose = _cli(tmp_path / "verbose", "--config.num_epochs=1", "--verbosity=1")
+  assert verbose.returncode == 0, verbose.stderr
+  assert any("orbax" in line or "checkpoint" in line.lower()
+             for line in verbose.stderr.splitlines() if line.startswith("I"))
+
+
 def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
   flags = ["--config.num_epochs=12", "--config.eval_every=4",
            "--config.stop_at_zero_train_error=False", "--config.model.widths=(64,32)"]
@@ -256,7 +274,7 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
     (["--config.data.source=idx", "--config.data.path=/nonexistent/mnist"],
      "/nonexistent/mnist"),
     (["--config.data.source=floppy"], "'floppy'"),
-    (["--config.rule=dfa"], "valid rules: ('bp', 'gevb')"),
+    (["--config.rule=dfa"], "valid rules: gevb, bp"),
     (["--config.model.arch=rnn"], "unknown arch 'rnn'"),
     (["--config.model.widths=(33,16)"], "even"),
 ])
