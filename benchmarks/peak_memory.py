@@ -20,12 +20,15 @@ from absl import app, flags
 
 import gevb_jax
 from gevb_jax import defaults, metrics, train
-from step_throughput import DATASETS
+from common import DATASETS, NETS, NO_NET_MATCHES, matches_a_net
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("only", "", "Substring filter on DATASET-ARCH.")
-flags.DEFINE_integer("budget_mb", 512, "config.memory_budget_mb.")
+flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
+flags.DEFINE_integer("budget_mb", 512, "config.memory_budget_mb.", lower_bound=1)
 flags.DEFINE_string("one", "", "Internal: measure this DATASET-ARCH in this process.")
+flags.register_validator("one", lambda one: not one or one in NETS,
+                         message=f"is none of {', '.join(NETS)}")
 
 
 def measure(name, budget_mb):
@@ -55,7 +58,8 @@ def measure(name, budget_mb):
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if FLAGS.one:
     print(json.dumps(measure(FLAGS.one, FLAGS.budget_mb)))
     return

@@ -26,19 +26,35 @@ from absl import app, flags
 
 import gevb_jax
 from gevb_jax import train
-from step_throughput import DATASETS
+from common import DATASETS, NETS
 
-HEAVY = ("convolution", "dot", "reduce-window", "reduce", "transpose", "select-and-scatter",
-         "gather", "scatter", "pad", "concatenate", "custom-call")
+HEAVY = ("convolution", "dot", "reduce-window", "reduce", "transpose",
+         "select-and-scatter", "gather", "scatter", "pad", "concatenate", "custom-call")
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("only", "mnist-conv", "DATASET-ARCH, e.g. mnist-conv or cifar-lc.")
-flags.DEFINE_string("rule", "gevb", "Learning rule.")
+flags.DEFINE_enum("only", "mnist-conv", NETS,
+                  "DATASET-ARCH, e.g. mnist-conv or cifar-lc.")
+flags.DEFINE_enum("rule", "gevb",
+                  sorted({*gevb_jax.VECTORIZED_RULES, *gevb_jax.CONVENTIONAL_RULES}),
+                  "Learning rule.")
 flags.DEFINE_bool("vectorized", True, "Vectorized (VNN) or conventional network.")
-flags.DEFINE_integer("batch", 128, "Batch size.")
-flags.DEFINE_integer("steps", 3, "Profiled steps.")
-flags.DEFINE_integer("top", 20, "Rows to print.")
+flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("steps", 3, "Profiled steps.", lower_bound=1)
+flags.DEFINE_integer("top", 20, "Rows to print.", lower_bound=1)
 flags.DEFINE_string("dump", "", "Directory for the optimized HLO text.")
+
+
+@flags.multi_flags_validator(["rule", "vectorized"])
+def _rule_trains_the_network(values):
+  """Whether ``--rule`` is one of the rules that train the chosen kind of network."""
+  rules = (gevb_jax.VECTORIZED_RULES if values["vectorized"]
+           else gevb_jax.CONVENTIONAL_RULES)
+  if values["rule"] not in rules:
+    kind = "vectorized" if values["vectorized"] else "conventional"
+    raise flags.ValidationError(
+        f"--rule={values['rule']} does not train a {kind} network; "
+        f"choose one of {', '.join(rules)}")
+  return True
 
 
 def _computations(hlo):
@@ -81,7 +97,8 @@ def describe(hlo):
 
 
 def main(argv):
-  del argv
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   dataset, arch = FLAGS.only.split("-")
   shape = DATASETS[dataset]
   net = gevb_jax.make_network(arch, input_shape=shape, num_classes=10,
@@ -118,9 +135,10 @@ def main(argv):
     if event.get("ph") == "X" and event["name"] in info:
       total[event["name"]] += event.get("dur", 0)
   kind = "vec" if FLAGS.vectorized else "conv."
-  print(f"{FLAGS.only} {kind} {FLAGS.rule}, batch {FLAGS.batch}: {step_ms:.1f} ms per step "
-        f"under the profiler ({FLAGS.batch / step_ms * 1e3:.0f} ex/s), {len(total)} "
-        "thunks timed; a while thunk's time includes its body's, listed too\n")
+  print(f"{FLAGS.only} {kind} {FLAGS.rule}, batch {FLAGS.batch}: "
+        f"{step_ms:.1f} ms per step under the profiler "
+        f"({FLAGS.batch / step_ms * 1e3:.0f} ex/s), {len(total)} thunks timed; "
+        "a while thunk's time includes its body's, listed too\n")
   print("| thunk | ms/step | % of step | output | heavy ops inside |")
   print("|---|---:|---:|---|---|")
   for name, us in total.most_common(FLAGS.top):

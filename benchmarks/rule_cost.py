@@ -4,22 +4,29 @@
 
 Best-of-N figures of rows timed one after another cannot separate 10 % on a machine
 where one step's time spreads by +-20 %. Here the three train steps of one network
-(``train.make_train_step`` with "gevb" and "bp", and ``step_throughput.autodiff_step``)
+(``train.make_train_step`` with "gevb" and "bp", and ``common.autodiff_step``)
 take turns, one step each per round, after a compiling warm-up, so that slow and fast
 spells of the machine hit all three alike. Prints the median and the fastest step of
 each, and whether the medians keep the order GEVB <= BP <= autodiff.
 """
 
-import argparse
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import app, flags
 
 import gevb_jax
 from gevb_jax import train
-from step_throughput import DATASETS, autodiff_step
+from common import DATASETS, NO_NET_MATCHES, autodiff_step, matches_a_net
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("rounds", 10, "Timed rounds, one step of each rule per round.",
+                     lower_bound=1)
+flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_string("only", "", "substring filter on 'dataset-arch'")
+flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
 
 
 def interleaved(dataset, arch, batch, rounds):
@@ -49,22 +56,19 @@ def interleaved(dataset, arch, batch, rounds):
   return {name: np.asarray(t) * 1e3 for name, t in times.items()}
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--rounds", type=int, default=10)
-  parser.add_argument("--batch", type=int, default=128)
-  parser.add_argument("--only", default="", help="substring filter on 'dataset-arch'")
-  args = parser.parse_args()
-  print(f"backend: {jax.default_backend()}, batch {args.batch}, "
-        f"{args.rounds} interleaved rounds\n")
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  print(f"backend: {jax.default_backend()}, batch {FLAGS.batch}, "
+        f"{FLAGS.rounds} interleaved rounds\n")
   print("| net (vec, nonneg) | GEVB median (min) ms | BP median (min) ms "
         "| autodiff median (min) ms | GEVB <= BP <= autodiff |")
   print("|---|---:|---:|---:|---|")
   for dataset in DATASETS:
     for arch in gevb_jax.ARCHS:
-      if args.only not in f"{dataset}-{arch}":
+      if FLAGS.only not in f"{dataset}-{arch}":
         continue
-      ms = interleaved(dataset, arch, args.batch, args.rounds)
+      ms = interleaved(dataset, arch, FLAGS.batch, FLAGS.rounds)
       med = {name: float(np.median(t)) for name, t in ms.items()}
       cells = [f"{med[n]:.0f} ({ms[n].min():.0f})" for n in ("gevb", "bp", "autodiff")]
       order = med["gevb"] <= med["bp"] <= med["autodiff"]
@@ -73,4 +77,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  app.run(main)

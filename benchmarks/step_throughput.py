@@ -1,6 +1,7 @@
 """Train-step throughput of every paper architecture and rule, on random data.
 
-  python benchmarks/step_throughput.py [--batch=128] [--iters=5] [--only=mnist-fc] [--json]
+  python benchmarks/step_throughput.py [--batch=128] [--iters=5] [--only=mnist-fc]
+      [--json]
 
 Times are the best of at least ``--iters`` calls and 2 s, after a compiling warm-up;
 the train step is ``train.make_train_step`` itself (donated state, as in training).
@@ -11,7 +12,6 @@ autodiff through the vectorized forward; the step's analytic FLOPs, the achieved
 GFLOP/s, and this machine's float32 matmul GFLOP/s measured in the same run.
 """
 
-import argparse
 import json
 import math
 import sys
@@ -19,13 +19,20 @@ import time
 
 import jax
 import jax.numpy as jnp
-import optax
+from absl import app, flags
 
 import gevb_jax
 from gevb_jax import layers as L
 from gevb_jax import train
+from common import DATASETS, NO_NET_MATCHES, autodiff_step, matches_a_net
 
-DATASETS = {"mnist": (28, 28, 1), "cifar": (32, 32, 3)}
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
+flags.DEFINE_integer("iters", 5, "Timed calls per measurement, at least (and 2 s).",
+                     lower_bound=1)
+flags.DEFINE_string("only", "", "substring filter on 'dataset-arch'")
+flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
+flags.DEFINE_bool("json", False, "print JSON lines instead")
 
 # The authors' PyTorch code, GEVB, batch 128, this 2-core CPU (ex/s): MNIST from the
 # run quoted in issue 8 (204, 1096, 3331 ms/step), CIFAR-10 from the first issue.
@@ -79,20 +86,6 @@ def matmul_gflops(n=2048, iters=10):
   return 2 * n ** 3 / timed(f, a, iters=iters) / 1e9
 
 
-def autodiff_step(net, tx):
-  """The training step with BP updates from plain autodiff of the vectorized forward
-  (the K-sized backward the rules avoid); otherwise as ``train.make_train_step``."""
-  def step(state, x_all, y_all, idx):
-    def loss(params):
-      logits = net.apply({"params": params, "fixed": state["fixed"]}, x_all[idx])
-      return gevb_jax.cross_entropy(logits, y_all[idx])
-    value, grads = jax.value_and_grad(loss)(state["params"])
-    updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
-    params = optax.apply_updates(state["params"], updates)
-    return {**state, "params": params, "opt_state": opt_state}, value
-  return jax.jit(step, donate_argnums=0)
-
-
 def timed_steps(step, state, x, y, idx, iters):
   """Best seconds per step over at least ``iters`` steps and ``MIN_SECONDS``, after a
   compiling warm-up."""
@@ -142,34 +135,31 @@ def bench(dataset, arch, vectorized, rule, batch, iters):
       "autodiff_step_ex_s": batch / t_auto if t_auto else None,
       "gflop_per_step": flops / 1e9,
       "gflop_s": flops / t_step / 1e9,
-      "authors_ex_s": AUTHORS.get((dataset, arch)) if vectorized and rule == "gevb" else None,
+      "authors_ex_s": (AUTHORS.get((dataset, arch))
+                       if vectorized and rule == "gevb" else None),
   }
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--batch", type=int, default=128)
-  parser.add_argument("--iters", type=int, default=5)
-  parser.add_argument("--only", default="", help="substring filter on 'dataset-arch'")
-  parser.add_argument("--json", action="store_true", help="print JSON lines instead")
-  args = parser.parse_args()
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   peak = matmul_gflops()
-  if not args.json:
+  if not FLAGS.json:
     print(f"backend: {jax.default_backend()}, devices: {jax.device_count()}, "
-          f"batch {args.batch}, float32 matmul: {peak:.0f} GFLOP/s\n")
+          f"batch {FLAGS.batch}, float32 matmul: {peak:.0f} GFLOP/s\n")
     print("| model | rule | forward ex/s | step ex/s | autodiff step ex/s | GFLOP/step "
           "| GFLOP/s | % of matmul | authors' PyTorch ex/s (x4 target) |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
   for dataset in DATASETS:
     for arch in gevb_jax.ARCHS:
-      if args.only not in f"{dataset}-{arch}":
+      if FLAGS.only not in f"{dataset}-{arch}":
         continue
       for vectorized in (True, False):
         rules = gevb_jax.VECTORIZED_RULES if vectorized else gevb_jax.CONVENTIONAL_RULES
         for rule in reversed(rules):
-          r = bench(dataset, arch, vectorized, rule, args.batch, args.iters)
+          r = bench(dataset, arch, vectorized, rule, FLAGS.batch, FLAGS.iters)
           r["matmul_gflop_s"] = peak
-          if args.json:
+          if FLAGS.json:
             print(json.dumps(r), flush=True)
             continue
           authors = (f"{r['authors_ex_s']} ({4 * r['authors_ex_s']})"
@@ -181,5 +171,6 @@ def main():
                 f"{r['gflop_s']:.0f} | {100 * r['gflop_s'] / peak:.0f}% | {authors} |",
                 flush=True)
 
+
 if __name__ == "__main__":
-  main()
+  app.run(main)
