@@ -26,12 +26,15 @@ def matches_a_net(only):
 def autodiff_step(net, tx):
   """The training step with BP updates from plain autodiff of the vectorized forward
   (the K-sized backward the rules avoid); otherwise as ``train.make_train_step``."""
+
   def step(state, x_all, y_all, idx):
     def loss(params):
       logits = net.apply({"params": params, "fixed": state["fixed"]}, x_all[idx])
       return gevb_jax.cross_entropy(logits, y_all[idx])
+
     value, grads = jax.value_and_grad(loss)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
     params = optax.apply_updates(state["params"], updates)
     return {**state, "params": params, "opt_state": opt_state}, value
+
   return jax.jit(step, donate_argnums=0)

@@ -18,8 +18,9 @@ from configs import fashion_mnist
 from gevb_jax import data, train
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("epochs", 2, "Timed epochs, after a compiling warm-up.",
-                     lower_bound=1)
+flags.DEFINE_integer(
+  "epochs", 2, "Timed epochs, after a compiling warm-up.", lower_bound=1
+)
 flags.DEFINE_enum("arch", "fc", gevb_jax.ARCHS, "Architecture of the vectorized net.")
 flags.DEFINE_enum("rule", "gevb", gevb_jax.VECTORIZED_RULES, "Learning rule.")
 
@@ -29,16 +30,23 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   config = fashion_mnist.get_config()
   ds = data.load_dataset(config.data)
-  net = gevb_jax.make_network(FLAGS.arch, input_shape=ds.train_x.shape[1:],
-                              num_classes=ds.num_classes, vectorized=True, nonneg=True)
+  net = gevb_jax.make_network(
+    FLAGS.arch,
+    input_shape=ds.train_x.shape[1:],
+    num_classes=ds.num_classes,
+    vectorized=True,
+    nonneg=True,
+  )
   tx = gevb_jax.make_optimizer(net)
   variables = net.init(jax.random.key(0))
   state = {**variables, "opt_state": tx.init(variables["params"])}
   mesh = train.data_mesh()
   x_all, y_all = jax.device_put((ds.train_x, ds.train_y))
   step = train.make_train_step(net, tx, FLAGS.rule, mesh)
-  batches = [data.batch_indices(len(ds.train_x), config.batch_size, 0, e)
-             for e in range(FLAGS.epochs + 1)]
+  batches = [
+    data.batch_indices(len(ds.train_x), config.batch_size, 0, e)
+    for e in range(FLAGS.epochs + 1)
+  ]
   state, _ = train.run_epoch(step, state, x_all, y_all, batches[0][:3], mesh)  # Compile.
   jax.block_until_ready(state)
 
@@ -59,9 +67,11 @@ def main(argv):
   device = float(np.sum(times))
   print("| model | steps | loop s | steps alone s | s/epoch | overhead |")
   print("|---|---:|---:|---:|---:|---:|")
-  print(f"| Fashion-MNIST vec {FLAGS.arch} {FLAGS.rule} | {steps} | {loop:.2f} | "
-        f"{device:.2f} | {loop / FLAGS.epochs:.2f} | "
-        f"{100 * (loop - device) / loop:.1f}% |")
+  print(
+    f"| Fashion-MNIST vec {FLAGS.arch} {FLAGS.rule} | {steps} | {loop:.2f} | "
+    f"{device:.2f} | {loop / FLAGS.epochs:.2f} | "
+    f"{100 * (loop - device) / loop:.1f}% |"
+  )
 
 
 if __name__ == "__main__":

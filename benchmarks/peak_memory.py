@@ -17,33 +17,38 @@ import sys
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from common import DATASETS, NETS, NO_NET_MATCHES, matches_a_net
 
 import gevb_jax
 from gevb_jax import defaults, metrics, train
-from common import DATASETS, NETS, NO_NET_MATCHES, matches_a_net
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("only", "", "Substring filter on DATASET-ARCH.")
 flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
 flags.DEFINE_integer("budget_mb", 512, "config.memory_budget_mb.", lower_bound=1)
 flags.DEFINE_string("one", "", "Internal: measure this DATASET-ARCH in this process.")
-flags.register_validator("one", lambda one: not one or one in NETS,
-                         message=f"is none of {', '.join(NETS)}")
+flags.register_validator(
+  "one", lambda one: not one or one in NETS, message=f"is none of {', '.join(NETS)}"
+)
 
 
 def measure(name, budget_mb):
   dataset, arch = name.split("-")
   shape = DATASETS[dataset]
-  net = gevb_jax.make_network(arch, input_shape=shape, num_classes=10, vectorized=True,
-                              nonneg=True)
+  net = gevb_jax.make_network(
+    arch, input_shape=shape, num_classes=10, vectorized=True, nonneg=True
+  )
   config = defaults.base_config()
   config.memory_budget_mb = budget_mb
   mesh = train.data_mesh()
   eval_batch, probe_batch = train.memory_bounded_batches(net, config, mesh.size)
   variables = net.init(jax.random.key(0))
   tx = gevb_jax.make_optimizer(net)
-  state = {"params": variables["params"], "fixed": variables["fixed"],
-           "opt_state": tx.init(variables["params"])}
+  state = {
+    "params": variables["params"],
+    "fixed": variables["fixed"],
+    "opt_state": tx.init(variables["params"]),
+  }
   x = jax.random.uniform(jax.random.key(1), (2000, *shape), minval=-1, maxval=1)
   y = jax.random.randint(jax.random.key(2), (2000,), 0, 10)
   step = train.make_train_step(net, tx, "gevb", mesh)
@@ -53,8 +58,12 @@ def measure(name, budget_mb):
   train.evaluate(train.make_eval_step(net, mesh), variables, x, y, eval_batch, mesh)
   metrics.alignment(net, variables, x[:128], y[:128], "gevb", batch_size=probe_batch)
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-  return {"net": name, "eval_batch": eval_batch, "alignment_batch": probe_batch,
-          "peak_rss_mb": peak_mb}
+  return {
+    "net": name,
+    "eval_batch": eval_batch,
+    "alignment_batch": probe_batch,
+    "peak_rss_mb": peak_mb,
+  }
 
 
 def main(argv):
@@ -71,12 +80,18 @@ def main(argv):
       name = f"{dataset}-{arch}"
       if FLAGS.only not in name:
         continue
-      out = subprocess.run([sys.executable, __file__, f"--one={name}",
-                            f"--budget_mb={FLAGS.budget_mb}"],
-                           capture_output=True, text=True, check=True)
+      out = subprocess.run(
+        [sys.executable, __file__, f"--one={name}", f"--budget_mb={FLAGS.budget_mb}"],
+        capture_output=True,
+        text=True,
+        check=True,
+      )
       r = json.loads(out.stdout.strip().splitlines()[-1])
-      print(f"| {name} | {r['eval_batch']} | {r['alignment_batch']} | "
-            f"{r['peak_rss_mb'] / 1024:.2f} GB |", flush=True)
+      print(
+        f"| {name} | {r['eval_batch']} | {r['alignment_batch']} | "
+        f"{r['peak_rss_mb'] / 1024:.2f} GB |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

@@ -23,20 +23,35 @@ import time
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from common import DATASETS, NETS
 
 import gevb_jax
 from gevb_jax import train
-from common import DATASETS, NETS
 
-HEAVY = ("convolution", "dot", "reduce-window", "reduce", "transpose",
-         "select-and-scatter", "gather", "scatter", "pad", "concatenate", "custom-call")
+HEAVY = (
+  "convolution",
+  "dot",
+  "reduce-window",
+  "reduce",
+  "transpose",
+  "select-and-scatter",
+  "gather",
+  "scatter",
+  "pad",
+  "concatenate",
+  "custom-call",
+)
 
 FLAGS = flags.FLAGS
-flags.DEFINE_enum("only", "mnist-conv", NETS,
-                  "DATASET-ARCH, e.g. mnist-conv or cifar-lc.")
-flags.DEFINE_enum("rule", "gevb",
-                  sorted({*gevb_jax.VECTORIZED_RULES, *gevb_jax.CONVENTIONAL_RULES}),
-                  "Learning rule.")
+flags.DEFINE_enum(
+  "only", "mnist-conv", NETS, "DATASET-ARCH, e.g. mnist-conv or cifar-lc."
+)
+flags.DEFINE_enum(
+  "rule",
+  "gevb",
+  sorted({*gevb_jax.VECTORIZED_RULES, *gevb_jax.CONVENTIONAL_RULES}),
+  "Learning rule.",
+)
 flags.DEFINE_bool("vectorized", True, "Vectorized (VNN) or conventional network.")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("steps", 3, "Profiled steps.", lower_bound=1)
@@ -47,13 +62,15 @@ flags.DEFINE_string("dump", "", "Directory for the optimized HLO text.")
 @flags.multi_flags_validator(["rule", "vectorized"])
 def _rule_trains_the_network(values):
   """Whether ``--rule`` is one of the rules that train the chosen kind of network."""
-  rules = (gevb_jax.VECTORIZED_RULES if values["vectorized"]
-           else gevb_jax.CONVENTIONAL_RULES)
+  rules = (
+    gevb_jax.VECTORIZED_RULES if values["vectorized"] else gevb_jax.CONVENTIONAL_RULES
+  )
   if values["rule"] not in rules:
     kind = "vectorized" if values["vectorized"] else "conventional"
     raise flags.ValidationError(
-        f"--rule={values['rule']} does not train a {kind} network; "
-        f"choose one of {', '.join(rules)}")
+      f"--rule={values['rule']} does not train a {kind} network; "
+      f"choose one of {', '.join(rules)}"
+    )
   return True
 
 
@@ -76,9 +93,12 @@ def describe(hlo):
   out = {}
   for lines in comps.values():
     for line in lines:
-      match = re.match(r"^(?:ROOT )?%?([\w.\-]+) = "          # name
-                       r"(\S+?\[[^\]]*\](?:\{[^}]*\})?|\([^)]*\)|\S+) "  # shape
-                       r"([\w\-]+)\(", line)                       # opcode
+      match = re.match(
+        r"^(?:ROOT )?%?([\w.\-]+) = "  # name
+        r"(\S+?\[[^\]]*\](?:\{[^}]*\})?|\([^)]*\)|\S+) "  # shape
+        r"([\w\-]+)\(",
+        line,
+      )  # opcode
       if not match:
         continue
       name, shape, opcode = match.groups()
@@ -91,8 +111,10 @@ def describe(hlo):
           inner_op = re.search(r"= \S+ ([\w\-]+)\(", inner)
           if inner_op and inner_op.group(1) in HEAVY:
             ops[inner_op.group(1)] += 1
-      out[name] = (re.sub(r"\{[^}]*\}", "", shape), ", ".join(
-          f"{op}×{n}" if n > 1 else op for op, n in ops.items()))
+      out[name] = (
+        re.sub(r"\{[^}]*\}", "", shape),
+        ", ".join(f"{op}×{n}" if n > 1 else op for op, n in ops.items()),
+      )
   return out
 
 
@@ -101,12 +123,16 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   dataset, arch = FLAGS.only.split("-")
   shape = DATASETS[dataset]
-  net = gevb_jax.make_network(arch, input_shape=shape, num_classes=10,
-                              vectorized=FLAGS.vectorized, nonneg=True)
+  net = gevb_jax.make_network(
+    arch, input_shape=shape, num_classes=10, vectorized=FLAGS.vectorized, nonneg=True
+  )
   variables = net.init(jax.random.key(0))
   tx = gevb_jax.make_optimizer(net)
-  state = {"params": variables["params"], "fixed": variables["fixed"],
-           "opt_state": tx.init(variables["params"])}
+  state = {
+    "params": variables["params"],
+    "fixed": variables["fixed"],
+    "opt_state": tx.init(variables["params"]),
+  }
   x = jax.random.uniform(jax.random.key(1), (FLAGS.batch, *shape), minval=-1, maxval=1)
   y = jax.random.randint(jax.random.key(2), (FLAGS.batch,), 0, 10)
   idx = jnp.arange(FLAGS.batch)
@@ -135,10 +161,12 @@ def main(argv):
     if event.get("ph") == "X" and event["name"] in info:
       total[event["name"]] += event.get("dur", 0)
   kind = "vec" if FLAGS.vectorized else "conv."
-  print(f"{FLAGS.only} {kind} {FLAGS.rule}, batch {FLAGS.batch}: "
-        f"{step_ms:.1f} ms per step under the profiler "
-        f"({FLAGS.batch / step_ms * 1e3:.0f} ex/s), {len(total)} thunks timed; "
-        "a while thunk's time includes its body's, listed too\n")
+  print(
+    f"{FLAGS.only} {kind} {FLAGS.rule}, batch {FLAGS.batch}: "
+    f"{step_ms:.1f} ms per step under the profiler "
+    f"({FLAGS.batch / step_ms * 1e3:.0f} ex/s), {len(total)} thunks timed; "
+    "a while thunk's time includes its body's, listed too\n"
+  )
   print("| thunk | ms/step | % of step | output | heavy ops inside |")
   print("|---|---:|---:|---|---|")
   for name, us in total.most_common(FLAGS.top):

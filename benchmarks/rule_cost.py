@@ -16,14 +16,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
+from common import DATASETS, NO_NET_MATCHES, autodiff_step, matches_a_net
 
 import gevb_jax
 from gevb_jax import train
-from common import DATASETS, NO_NET_MATCHES, autodiff_step, matches_a_net
 
 FLAGS = flags.FLAGS
-flags.DEFINE_integer("rounds", 10, "Timed rounds, one step of each rule per round.",
-                     lower_bound=1)
+flags.DEFINE_integer(
+  "rounds", 10, "Timed rounds, one step of each rule per round.", lower_bound=1
+)
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_string("only", "", "substring filter on 'dataset-arch'")
 flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
@@ -31,20 +32,31 @@ flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
 
 def interleaved(dataset, arch, batch, rounds):
   shape = DATASETS[dataset]
-  net = gevb_jax.make_network(arch, input_shape=shape, num_classes=10, vectorized=True,
-                              nonneg=True)
+  net = gevb_jax.make_network(
+    arch, input_shape=shape, num_classes=10, vectorized=True, nonneg=True
+  )
   variables = net.init(jax.random.key(0))
   tx = gevb_jax.make_optimizer(net)
   x = jax.random.uniform(jax.random.key(1), (batch, *shape), minval=-1.0, maxval=1.0)
   y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
   idx = jnp.arange(batch)
   mesh = train.data_mesh()
-  steps = {"gevb": train.make_train_step(net, tx, "gevb", mesh),
-           "bp": train.make_train_step(net, tx, "bp", mesh),
-           "autodiff": autodiff_step(net, tx)}
-  states = {name: jax.tree_util.tree_map(jnp.array, {
-      "params": variables["params"], "fixed": variables["fixed"],
-      "opt_state": tx.init(variables["params"])}) for name in steps}
+  steps = {
+    "gevb": train.make_train_step(net, tx, "gevb", mesh),
+    "bp": train.make_train_step(net, tx, "bp", mesh),
+    "autodiff": autodiff_step(net, tx),
+  }
+  states = {
+    name: jax.tree_util.tree_map(
+      jnp.array,
+      {
+        "params": variables["params"],
+        "fixed": variables["fixed"],
+        "opt_state": tx.init(variables["params"]),
+      },
+    )
+    for name in steps
+  }
   times = {name: [] for name in steps}
   for i in range(rounds + 1):  # Round 0 compiles.
     for name, step in steps.items():
@@ -59,10 +71,14 @@ def interleaved(dataset, arch, batch, rounds):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  print(f"backend: {jax.default_backend()}, batch {FLAGS.batch}, "
-        f"{FLAGS.rounds} interleaved rounds\n")
-  print("| net (vec, nonneg) | GEVB median (min) ms | BP median (min) ms "
-        "| autodiff median (min) ms | GEVB <= BP <= autodiff |")
+  print(
+    f"backend: {jax.default_backend()}, batch {FLAGS.batch}, "
+    f"{FLAGS.rounds} interleaved rounds\n"
+  )
+  print(
+    "| net (vec, nonneg) | GEVB median (min) ms | BP median (min) ms "
+    "| autodiff median (min) ms | GEVB <= BP <= autodiff |"
+  )
   print("|---|---:|---:|---:|---|")
   for dataset in DATASETS:
     for arch in gevb_jax.ARCHS:
@@ -72,8 +88,10 @@ def main(argv):
       med = {name: float(np.median(t)) for name, t in ms.items()}
       cells = [f"{med[n]:.0f} ({ms[n].min():.0f})" for n in ("gevb", "bp", "autodiff")]
       order = med["gevb"] <= med["bp"] <= med["autodiff"]
-      print(f"| {dataset}-{arch} | {' | '.join(cells)} | {'yes' if order else 'no'} |",
-            flush=True)
+      print(
+        f"| {dataset}-{arch} | {' | '.join(cells)} | {'yes' if order else 'no'} |",
+        flush=True,
+      )
 
 
 if __name__ == "__main__":

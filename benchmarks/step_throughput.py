@@ -20,24 +20,30 @@ import time
 import jax
 import jax.numpy as jnp
 from absl import app, flags
+from common import DATASETS, NO_NET_MATCHES, autodiff_step, matches_a_net
 
 import gevb_jax
 from gevb_jax import layers as L
 from gevb_jax import train
-from common import DATASETS, NO_NET_MATCHES, autodiff_step, matches_a_net
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
-flags.DEFINE_integer("iters", 5, "Timed calls per measurement, at least (and 2 s).",
-                     lower_bound=1)
+flags.DEFINE_integer(
+  "iters", 5, "Timed calls per measurement, at least (and 2 s).", lower_bound=1
+)
 flags.DEFINE_string("only", "", "substring filter on 'dataset-arch'")
 flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
 flags.DEFINE_bool("json", False, "print JSON lines instead")
 
 # The authors' PyTorch code, GEVB, batch 128, this 2-core CPU (ex/s): MNIST from the
 # run quoted in issue 8 (204, 1096, 3331 ms/step), CIFAR-10 from the first issue.
-AUTHORS = {("mnist", "fc"): 626, ("mnist", "conv"): 117, ("mnist", "lc"): 38,
-           ("cifar", "fc"): 119, ("cifar", "conv"): 19}
+AUTHORS = {
+  ("mnist", "fc"): 626,
+  ("mnist", "conv"): 117,
+  ("mnist", "lc"): 38,
+  ("cifar", "fc"): 119,
+  ("cifar", "conv"): 19,
+}
 
 
 def step_flops(net, rule):
@@ -48,14 +54,14 @@ def step_flops(net, rule):
   for info in net.weighted:
     f = info.layer.flops(info.in_shape)
     forward += k * f
-    if rule == "autodiff":           # Weight gradient and input gradient, K-sized.
+    if rule == "autodiff":  # Weight gradient and input gradient, K-sized.
       backward += k * f * (1 if info.first else 2)
     elif info.first and isinstance(info.layer, L.Conv):  # Per-example kernel
       kernel = math.prod(info.layer.kernel_shape(info.in_shape))  # gradients, then e.
       backward += f + 2 * k * kernel
-    elif info.first:                 # Layer 1's update is forward-sized by nature.
+    elif info.first:  # Layer 1's update is forward-sized by nature.
       backward += k * f
-    else:                            # Contract with e, then one unvectorized map,
+    else:  # Contract with e, then one unvectorized map,
       backward += f * (2 if rule == "bp" else 1)  # twice for BP (delta_hat).
     if rule == "dfa" and not info.readout:
       backward += 2 * net.num_classes * math.prod(info.out_shape)  # e B.
@@ -83,7 +89,7 @@ def matmul_gflops(n=2048, iters=10):
   """Float32 matmul GFLOP/s of this machine through XLA."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   f = jax.jit(lambda a: a @ a)
-  return 2 * n ** 3 / timed(f, a, iters=iters) / 1e9
+  return 2 * n**3 / timed(f, a, iters=iters) / 1e9
 
 
 def timed_steps(step, state, x, y, idx, iters):
@@ -103,8 +109,9 @@ def timed_steps(step, state, x, y, idx, iters):
 
 def bench(dataset, arch, vectorized, rule, batch, iters):
   shape = DATASETS[dataset]
-  net = gevb_jax.make_network(arch, input_shape=shape, num_classes=10,
-                              vectorized=vectorized, nonneg=True)
+  net = gevb_jax.make_network(
+    arch, input_shape=shape, num_classes=10, vectorized=vectorized, nonneg=True
+  )
   variables = net.init(jax.random.key(0))
   params, fixed = variables["params"], variables["fixed"]
   x = jax.random.uniform(jax.random.key(1), (batch, *shape), minval=-1.0, maxval=1.0)
@@ -116,27 +123,33 @@ def bench(dataset, arch, vectorized, rule, batch, iters):
 
   def fresh_state():  # A copy: the step donates (consumes) its state.
     return jax.tree_util.tree_map(
-        jnp.array, {"params": params, "fixed": fixed, "opt_state": tx.init(params)})
+      jnp.array, {"params": params, "fixed": fixed, "opt_state": tx.init(params)}
+    )
+
   mesh = train.data_mesh()
-  t_step = timed_steps(train.make_train_step(net, tx, rule, mesh), fresh_state(), x, y,
-                       idx, iters)
+  t_step = timed_steps(
+    train.make_train_step(net, tx, rule, mesh), fresh_state(), x, y, idx, iters
+  )
   try:  # The K-sized autodiff reference can exhaust memory on the largest nets.
     t_auto = timed_steps(autodiff_step(net, tx), fresh_state(), x, y, idx, iters)
   except jax.errors.JaxRuntimeError as err:
-    print(f"autodiff step of {dataset} {arch} failed: {str(err).splitlines()[0]}",
-          file=sys.stderr)
+    print(
+      f"autodiff step of {dataset} {arch} failed: {str(err).splitlines()[0]}",
+      file=sys.stderr,
+    )
     t_auto = None
   flops = step_flops(net, rule) * batch
   return {
-      "model": f"{dataset} {'vec' if vectorized else 'conv.'} {arch}",
-      "rule": rule,
-      "forward_ex_s": batch / t_fwd,
-      "step_ex_s": batch / t_step,
-      "autodiff_step_ex_s": batch / t_auto if t_auto else None,
-      "gflop_per_step": flops / 1e9,
-      "gflop_s": flops / t_step / 1e9,
-      "authors_ex_s": (AUTHORS.get((dataset, arch))
-                       if vectorized and rule == "gevb" else None),
+    "model": f"{dataset} {'vec' if vectorized else 'conv.'} {arch}",
+    "rule": rule,
+    "forward_ex_s": batch / t_fwd,
+    "step_ex_s": batch / t_step,
+    "autodiff_step_ex_s": batch / t_auto if t_auto else None,
+    "gflop_per_step": flops / 1e9,
+    "gflop_s": flops / t_step / 1e9,
+    "authors_ex_s": (
+      AUTHORS.get((dataset, arch)) if vectorized and rule == "gevb" else None
+    ),
   }
 
 
@@ -145,10 +158,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   peak = matmul_gflops()
   if not FLAGS.json:
-    print(f"backend: {jax.default_backend()}, devices: {jax.device_count()}, "
-          f"batch {FLAGS.batch}, float32 matmul: {peak:.0f} GFLOP/s\n")
-    print("| model | rule | forward ex/s | step ex/s | autodiff step ex/s | GFLOP/step "
-          "| GFLOP/s | % of matmul | authors' PyTorch ex/s (x4 target) |")
+    print(
+      f"backend: {jax.default_backend()}, devices: {jax.device_count()}, "
+      f"batch {FLAGS.batch}, float32 matmul: {peak:.0f} GFLOP/s\n"
+    )
+    print(
+      "| model | rule | forward ex/s | step ex/s | autodiff step ex/s | GFLOP/step "
+      "| GFLOP/s | % of matmul | authors' PyTorch ex/s (x4 target) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
   for dataset in DATASETS:
     for arch in gevb_jax.ARCHS:
@@ -162,14 +179,16 @@ def main(argv):
           if FLAGS.json:
             print(json.dumps(r), flush=True)
             continue
-          authors = (f"{r['authors_ex_s']} ({4 * r['authors_ex_s']})"
-                     if r["authors_ex_s"] else "")
-          auto = (f"{r['autodiff_step_ex_s']:.0f}" if r["autodiff_step_ex_s"]
-                  else "failed")
-          print(f"| {r['model']} | {r['rule']} | {r['forward_ex_s']:.0f} | "
-                f"{r['step_ex_s']:.0f} | {auto} | {r['gflop_per_step']:.2f} | "
-                f"{r['gflop_s']:.0f} | {100 * r['gflop_s'] / peak:.0f}% | {authors} |",
-                flush=True)
+          authors = (
+            f"{r['authors_ex_s']} ({4 * r['authors_ex_s']})" if r["authors_ex_s"] else ""
+          )
+          auto = f"{r['autodiff_step_ex_s']:.0f}" if r["autodiff_step_ex_s"] else "failed"
+          print(
+            f"| {r['model']} | {r['rule']} | {r['forward_ex_s']:.0f} | "
+            f"{r['step_ex_s']:.0f} | {auto} | {r['gflop_per_step']:.2f} | "
+            f"{r['gflop_s']:.0f} | {100 * r['gflop_s'] / peak:.0f}% | {authors} |",
+            flush=True,
+          )
 
 
 if __name__ == "__main__":

@@ -29,24 +29,34 @@ matplotlib.use("Agg")
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output directory.")
-flags.DEFINE_list("widths", ["64", "128", "256", "512", "1024", "2048", "4096"],
-                  "Hidden widths n (even).")
+flags.DEFINE_list(
+  "widths", ["64", "128", "256", "512", "1024", "2048", "4096"], "Hidden widths n (even)."
+)
 flags.DEFINE_integer("seeds", 5, "Initialisations per width.")
-flags.DEFINE_integer("examples", 128,
-                     "First training examples (stored order) the angles average over.")
+flags.DEFINE_integer(
+  "examples", 128, "First training examples (stored order) the angles average over."
+)
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config naming the data.")
 
 
 def measure(input_shape, num_classes, x, widths, seeds):
   """``{n: {layer: {"measured": [deg per seed], "eq15": [deg per seed]}}}``."""
   # As many hidden layers as the FC net of Table 3 or 4 has for these inputs.
-  depth = len(gevb_jax.make_network("fc", input_shape=input_shape,
-                                    num_classes=num_classes, vectorized=True,
-                                    nonneg=True).hidden)
+  depth = len(
+    gevb_jax.make_network(
+      "fc", input_shape=input_shape, num_classes=num_classes, vectorized=True, nonneg=True
+    ).hidden
+  )
   results = {}
   for n in widths:
-    net = gevb_jax.make_network("fc", input_shape=input_shape, num_classes=num_classes,
-                                vectorized=True, nonneg=True, widths=(n,) * depth)
+    net = gevb_jax.make_network(
+      "fc",
+      input_shape=input_shape,
+      num_classes=num_classes,
+      vectorized=True,
+      nonneg=True,
+      widths=(n,) * depth,
+    )
     per_layer = {info.name: {"measured": [], "eq15": []} for info in net.hidden}
     for seed in range(seeds):
       variables = net.init(jax.random.key(seed))
@@ -81,8 +91,14 @@ def plot(results, path):
     colour = f"C{i}"
     measured = np.array([results[n][name]["measured"] for n in widths])
     predicted = np.array([results[n][name]["eq15"] for n in widths])
-    ax.errorbar(widths, measured.mean(1), yerr=measured.std(1), fmt="o", color=colour,
-                label=f"{name} measured")
+    ax.errorbar(
+      widths,
+      measured.mean(1),
+      yerr=measured.std(1),
+      fmt="o",
+      color=colour,
+      label=f"{name} measured",
+    )
     ax.plot(widths, predicted.mean(1), "-", color=colour, label=f"{name} Eq. 15")
   ax.set_xscale("log", base=2)
   ax.set_xlabel("hidden width n")
@@ -98,15 +114,17 @@ def main(argv):
   del argv
   widths = [int(w) for w in FLAGS.widths]
   ds = data.load_dataset(FLAGS.config.data)
-  x = ds.train_x[:FLAGS.examples]
+  x = ds.train_x[: FLAGS.examples]
   results = measure(ds.train_x.shape[1:], ds.num_classes, x, widths, FLAGS.seeds)
   os.makedirs(FLAGS.out, exist_ok=True)
   stem = os.path.join(FLAGS.out, "alignment_vs_width")
   with open(stem + ".json", "w") as f:
     json.dump({str(n): r for n, r in results.items()}, f, indent=2)
   with open(stem + ".md", "w") as f:
-    f.write(f"GEVB alignment at init, nonneg FC VNN on {ds.name}, mean ± std over "
-            f"{FLAGS.seeds} seeds, {len(x)} training examples (degrees).\n\n")
+    f.write(
+      f"GEVB alignment at init, nonneg FC VNN on {ds.name}, mean ± std over "
+      f"{FLAGS.seeds} seeds, {len(x)} training examples (degrees).\n\n"
+    )
     f.write(table(results))
   plot(results, stem + ".png")
   print(table(results))

@@ -20,16 +20,15 @@ published figure.
 """
 
 import matplotlib
-from matplotlib import figure
 import numpy as np
-from sklearn import decomposition
-from sklearn import manifold
+from matplotlib import figure
+from sklearn import decomposition, manifold
 
 PERPLEXITY = 20.0
 LEARNING_RATE = 100.0
 
 
-def _mean_squared_distance(x: np.ndarray) -> float:
+def _mean_squared_distance(x):
   """Mean of ||x_i - x_j||^2 over all ordered pairs (i, j), i = j included.
 
   Uses mean_{i,j} ||x_i - x_j||^2 = 2 (mean_i ||x_i||^2 - ||mean_i x_i||^2),
@@ -44,18 +43,18 @@ def _mean_squared_distance(x: np.ndarray) -> float:
   return 2.0 * float(x.var(axis=0).sum())
 
 
-def _checked(embedding: np.ndarray,
-             labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _checked(embedding, labels):
   embedding = np.asarray(embedding, dtype=np.float64)
   labels = np.asarray(labels)
   if embedding.ndim != 2 or labels.shape != embedding.shape[:1]:
     raise ValueError(
-        f'Expected (N, d) embedding and (N,) labels, got {embedding.shape} '
-        f'and {labels.shape}.')
+      f"Expected (N, d) embedding and (N,) labels, got {embedding.shape} "
+      f"and {labels.shape}."
+    )
   return embedding, labels
 
 
-def cluster_quality_squared(embedding: np.ndarray, labels: np.ndarray) -> float:
+def cluster_quality_squared(embedding, labels):
   """Section 6's text: Q = 1 - (1/C) sum_c mean(r_c^2) / mean(r^2).
 
   Means run over all ordered pairs, including each point with itself, so a
@@ -78,13 +77,12 @@ def cluster_quality_squared(embedding: np.ndarray, labels: np.ndarray) -> float:
   embedding, labels = _checked(embedding, labels)
   overall = _mean_squared_distance(embedding)
   if overall == 0.0:
-    raise ValueError('Cluster quality is undefined when all points coincide.')
-  within = [_mean_squared_distance(embedding[labels == c])
-            for c in np.unique(labels)]
+    raise ValueError("Cluster quality is undefined when all points coincide.")
+  within = [_mean_squared_distance(embedding[labels == c]) for c in np.unique(labels)]
   return 1.0 - float(np.mean(within)) / overall
 
 
-def _rms_distance(x: np.ndarray) -> float:
+def _rms_distance(x):
   """The notebook's ``rms_dists``: sqrt(2 sum_d var_d), ``ddof=1``.
 
   Equals the root-mean-square of ||x_i - x_j|| over distinct pairs i != j.
@@ -92,7 +90,7 @@ def _rms_distance(x: np.ndarray) -> float:
   return float(np.sqrt(2.0 * x.var(axis=0, ddof=1).sum()))
 
 
-def cluster_quality_rms(embedding: np.ndarray, labels: np.ndarray) -> float:
+def cluster_quality_rms(embedding, labels):
   """Fig. 3B's: Q = 1 - (1/C) sum_c RMS_c / RMS, from the authors' notebook.
 
   ``RMS`` is the root-mean-square distance between distinct points, sqrt(2 *
@@ -116,14 +114,14 @@ def cluster_quality_rms(embedding: np.ndarray, labels: np.ndarray) -> float:
   classes = [c for c, n in counts.items() if n > 1]
   overall = _rms_distance(embedding) if len(embedding) > 1 else 0.0
   if overall == 0.0 or not classes:
-    raise ValueError('Cluster quality is undefined when all points coincide '
-                     'or no class has two points.')
+    raise ValueError(
+      "Cluster quality is undefined when all points coincide or no class has two points."
+    )
   within = [_rms_distance(embedding[labels == c]) for c in classes]
   return 1.0 - float(np.mean(within)) / overall
 
 
-def tsne_embedding(representations: np.ndarray, *, iters: int, seed: int,
-                   max_pca_dims: int = 600) -> np.ndarray:
+def tsne_embedding(representations, *, iters, seed, max_pca_dims=600):
   """Embeds representations in 2-D as in Appendix K.
 
   PCA first reduces to min(max_pca_dims, D, N) dimensions, then t-SNE runs
@@ -144,18 +142,19 @@ def tsne_embedding(representations: np.ndarray, *, iters: int, seed: int,
   x = np.asarray(representations, dtype=np.float32)
   n, d = x.shape
   x = decomposition.PCA(
-      n_components=min(max_pca_dims, d, n), random_state=seed).fit_transform(x)
+    n_components=min(max_pca_dims, d, n), random_state=seed
+  ).fit_transform(x)
   tsne = manifold.TSNE(
-      perplexity=min(PERPLEXITY, (n - 1) / 3),
-      learning_rate=LEARNING_RATE,
-      max_iter=iters,
-      init='pca',
-      random_state=seed)
+    perplexity=min(PERPLEXITY, (n - 1) / 3),
+    learning_rate=LEARNING_RATE,
+    max_iter=iters,
+    init="pca",
+    random_state=seed,
+  )
   return tsne.fit_transform(x)
 
 
-def scatter_png(embedding: np.ndarray, labels: np.ndarray, path: str,
-                title: str) -> None:
+def scatter_png(embedding, labels, path, title):
   """Writes a scatter plot of a 2-D embedding, coloured by class (Fig. 3A).
 
   Args:
@@ -167,16 +166,14 @@ def scatter_png(embedding: np.ndarray, labels: np.ndarray, path: str,
   embedding = np.asarray(embedding)
   labels = np.asarray(labels)
   classes = np.unique(labels)
-  cmap = matplotlib.colormaps['tab10' if len(classes) <= 10 else 'tab20']
+  cmap = matplotlib.colormaps["tab10" if len(classes) <= 10 else "tab20"]
   fig = figure.Figure(figsize=(5, 4.5))
   ax = fig.add_subplot()
   for i, c in enumerate(classes):
     points = embedding[labels == c]
-    ax.scatter(points[:, 0], points[:, 1], s=4, color=cmap(i % cmap.N),
-               label=str(c))
+    ax.scatter(points[:, 0], points[:, 1], s=4, color=cmap(i % cmap.N), label=str(c))
   ax.set_title(title)
   ax.set_xticks([])
   ax.set_yticks([])
-  ax.legend(markerscale=3, fontsize='small', loc='center left',
-            bbox_to_anchor=(1.0, 0.5))
-  fig.savefig(path, dpi=100, bbox_inches='tight')
+  ax.legend(markerscale=3, fontsize="small", loc="center left", bbox_to_anchor=(1.0, 0.5))
+  fig.savefig(path, dpi=100, bbox_inches="tight")

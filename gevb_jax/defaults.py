@@ -10,34 +10,34 @@ def base_config():
   change anything else."""
   config = ml_collections.ConfigDict()
   config.data = ml_collections.ConfigDict()
-  config.data.source = "digits"      # digits | idx | cifar10 | tfds
-  config.data.name = "digits"        # recorded in reports; the TFDS name for tfds
-  config.data.path = ""              # idx directory or CIFAR-10 archive/directory
-  config.data.data_dir = ""          # TFDS data_dir
+  config.data.source = "digits"  # digits | idx | cifar10 | tfds
+  config.data.name = "digits"  # recorded in reports; the TFDS name for tfds
+  config.data.path = ""  # idx directory or CIFAR-10 archive/directory
+  config.data.data_dir = ""  # TFDS data_dir
 
   config.model = ml_collections.ConfigDict()
-  config.model.arch = "fc"           # one of grid.ARCHS
-  config.model.vectorized = True     # VNN (K = num_classes) or conventional (K = 1)
-  config.model.nonneg = True         # weights of layers l > 1 kept >= 0
+  config.model.arch = "fc"  # one of grid.ARCHS
+  config.model.vectorized = True  # VNN (K = num_classes) or conventional (K = 1)
+  config.model.nonneg = True  # weights of layers l > 1 kept >= 0
   config.model.widths = config_dict.placeholder(tuple)  # None: Tables 3-4
 
-  config.rule = "gevb"               # one of grid.RULES[kind] for the network's kind
+  config.rule = "gevb"  # one of grid.RULES[kind] for the network's kind
   config.seed = 0
   config.num_epochs = 190
   config.eval_every = 10
   config.batch_size = 128
-  config.eval_batch_size = 1000      # at most; smaller if memory_budget_mb says so
-  config.memory_budget_mb = 512      # activations of one evaluation/alignment batch
+  config.eval_batch_size = 1000  # at most; smaller if memory_budget_mb says so
+  config.memory_budget_mb = 512  # activations of one evaluation/alignment batch
   config.learning_rate = 3e-4
   config.stop_at_zero_train_error = True
 
   config.metrics = ml_collections.ConfigDict()
-  config.metrics.alignment = True    # angles vs the gradient at every evaluation
+  config.metrics.alignment = True  # angles vs the gradient at every evaluation
   config.metrics.alignment_examples = 128  # the first training examples, stored order
   config.metrics.cluster_quality = False  # t-SNE of the conv/LC representations
-  config.metrics.tsne_examples = 10000    # first training examples; 0: all (the paper)
+  config.metrics.tsne_examples = 10000  # first training examples; 0: all (the paper)
   config.metrics.tsne_iters = 5000
 
-  config.progress = True             # tqdm bar (only on a TTY)
-  config.overwrite = False           # start over in a workdir of another config
+  config.progress = True  # tqdm bar (only on a TTY)
+  config.overwrite = False  # start over in a workdir of another config
   return config

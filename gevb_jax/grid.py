@@ -75,7 +75,11 @@ class Experiment(NamedTuple):
 
 
 # Columns of Tables 1-2 in the paper's order: (vectorized, nonneg, rule).
-COLUMNS = tuple((k == KINDS[0], nonneg, rule) for k in KINDS for nonneg in (True, False)
-                for rule in RULES[k])
+COLUMNS = tuple(
+  (k == KINDS[0], nonneg, rule)
+  for k in KINDS
+  for nonneg in (True, False)
+  for rule in RULES[k]
+)
 # The 24 experiments of one table.
 GRID = tuple(Experiment(arch, *column) for arch in ARCHS for column in COLUMNS)

@@ -47,16 +47,18 @@ def interleave(even, odd, axis):
   """Interleaves two equal arrays along ``axis``: ``[even_0, odd_0, even_1, ...]``."""
   axis = axis % even.ndim
   stacked = jnp.stack([even, odd], axis=axis + 1)
-  return stacked.reshape(*even.shape[:axis], -1, *even.shape[axis + 1:])
+  return stacked.reshape(*even.shape[:axis], -1, *even.shape[axis + 1 :])
 
 
 def halve(shape, axis, allow_odd=False):
   """``shape`` with the size along ``axis`` halved (rounded up if ``allow_odd``)."""
   axis = axis % len(shape)
   if shape[axis] % 2 and not allow_odd:
-    raise ValueError(f"ON/OFF pairing needs an even size, got {shape[axis]} "
-                     f"along axis {axis} of kernel shape {shape}")
-  return (*shape[:axis], -(-shape[axis] // 2), *shape[axis + 1:])
+    raise ValueError(
+      f"ON/OFF pairing needs an even size, got {shape[axis]} "
+      f"along axis {axis} of kernel shape {shape}"
+    )
+  return (*shape[:axis], -(-shape[axis] // 2), *shape[axis + 1 :])
 
 
 def mixed_sign_kernel(key, shape, fan_in, *, first):
@@ -89,7 +91,7 @@ def on_off_kernel(key, shape, fan_in, *, in_axis, first):
   pos, neg = jax.nn.relu(half), jax.nn.relu(-half)
   on_rows = interleave(pos, neg, axis=in_axis)  # Weights onto ON cells.
   off_rows = interleave(neg, pos, axis=in_axis)  # Weights onto OFF cells.
-  return interleave(on_rows, off_rows, axis=-1)[..., :shape[-1]]
+  return interleave(on_rows, off_rows, axis=-1)[..., : shape[-1]]
 
 
 def gating_vectors(key, num_components, num_units, vectorized):

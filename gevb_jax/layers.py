@@ -40,22 +40,26 @@ def tuned_for_cpu():
 def _spatial_out(size, kernel, stride, padding):
   out = (size + 2 * padding - kernel) // stride + 1
   if out < 1:
-    raise ValueError(f"input size {size} is too small for kernel {kernel}, "
-                     f"stride {stride}, padding {padding}")
+    raise ValueError(
+      f"input size {size} is too small for kernel {kernel}, "
+      f"stride {stride}, padding {padding}"
+    )
   return out
 
 
 @dataclasses.dataclass(frozen=True)
 class Dense:
   """Fully connected: ``h[n, i] = sum_j x[n, j] w[j, i]``."""
+
   features: int
   kind = "dense"
   in_axis = 0  # Axis of the kernel that indexes input units.
 
   def out_shape(self, in_shape):
     if len(in_shape) != 1:
-      raise ValueError(f"Dense expects flat inputs, got shape {in_shape}; "
-                       "insert a Flatten first")
+      raise ValueError(
+        f"Dense expects flat inputs, got shape {in_shape}; insert a Flatten first"
+      )
     return (self.features,)
 
   def kernel_shape(self, in_shape):
@@ -78,6 +82,7 @@ class Dense:
 @dataclasses.dataclass(frozen=True)
 class Conv:
   """2-d convolution with one kernel shared over positions, NHWC / HWIO."""
+
   features: int
   kernel: int
   stride: int = 1
@@ -87,8 +92,11 @@ class Conv:
 
   def out_shape(self, in_shape):
     h, w, _ = in_shape
-    return (_spatial_out(h, self.kernel, self.stride, self.padding),
-            _spatial_out(w, self.kernel, self.stride, self.padding), self.features)
+    return (
+      _spatial_out(h, self.kernel, self.stride, self.padding),
+      _spatial_out(w, self.kernel, self.stride, self.padding),
+      self.features,
+    )
 
   def kernel_shape(self, in_shape):
     return (self.kernel, self.kernel, in_shape[-1], self.features)
@@ -102,8 +110,12 @@ class Conv:
   def lin(self, w, x):
     p = self.padding
     return lax.conv_general_dilated(
-        x, w, (self.stride, self.stride), ((p, p), (p, p)),
-        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      x,
+      w,
+      (self.stride, self.stride),
+      ((p, p), (p, p)),
+      dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
 
   def flops(self, in_shape):
     ho, wo, c = self.out_shape(in_shape)
@@ -118,6 +130,7 @@ class LocallyConnected:
   position. ``lin`` extracts all patches at once and contracts them position by
   position in one batched matmul: no Python loop over positions.
   """
+
   features: int
   kernel: int
   stride: int = 1
@@ -173,10 +186,10 @@ def conv_by_taps(layer, w, x):
   c_out = w.shape[-1]
   taps = jnp.transpose(w, (2, 0, 1, 3)).reshape(c_in, k * k * c_out)
 
-  def one(xn):                                           # (H, W, C_in)
+  def one(xn):  # (H, W, C_in)
     y = (xn.reshape(-1, c_in) @ taps).reshape(h, wd, k, k, c_out)
     y = jnp.pad(y, ((p, p), (p, p), (0, 0), (0, 0), (0, 0)))
-    return sum(y[i:i + ho, j:j + wo, i, j] for i in range(k) for j in range(k))
+    return sum(y[i : i + ho, j : j + wo, i, j] for i in range(k) for j in range(k))
 
   chunk = max(1, TAPS_CHUNK_BYTES // (4 * h * wd * k * k * c_out))
   return lax.map(one, x, batch_size=chunk)
@@ -210,20 +223,20 @@ def lc_by_position(layer, w, x):
     # output channel, so that a field is a plain slice of the batch: no transpose.
     kernels = jnp.transpose(w, (0, 1, 3, 4, 2, 5)).reshape(ho * wo, -1, c_out)
 
-    def field(i, j):                                   # (N, k*k*C_in): kh, kw, c
+    def field(i, j):  # (N, k*k*C_in): kh, kw, c
       return lax.dynamic_slice(xp, (0, i * s, j * s, 0), (n, k, k, c_in)).reshape(n, -1)
   else:
     # A first layer's K-wide kernel is the larger: transpose the fields instead.
-    kernels = w.reshape(ho * wo, -1, c_out)         # (H_out*W_out, C_in*k*k, C_out)
-    xt = jnp.transpose(xp, (1, 2, 0, 3))             # (H, W, N, C_in)
+    kernels = w.reshape(ho * wo, -1, c_out)  # (H_out*W_out, C_in*k*k, C_out)
+    xt = jnp.transpose(xp, (1, 2, 0, 3))  # (H, W, N, C_in)
 
-    def field(i, j):                                   # (N, C_in*k*k): c, kh, kw
+    def field(i, j):  # (N, C_in*k*k): c, kh, kw
       f = lax.dynamic_slice(xt, (i * s, j * s, 0, 0), (k, k, n, c_in))
       return jnp.transpose(f, (2, 3, 0, 1)).reshape(n, -1)
 
   def one(position):
     index, kernel = position
-    return field(index // wo, index % wo) @ kernel   # (N, C_out)
+    return field(index // wo, index % wo) @ kernel  # (N, C_out)
 
   out = lax.map(one, (jnp.arange(ho * wo), kernels))  # (H_out*W_out, N, C_out)
   return jnp.transpose(out.reshape(ho, wo, n, c_out), (2, 0, 1, 3))
@@ -253,14 +266,18 @@ def patches(layer, x):
   n, _, _, c = x.shape
   ho, wo, _ = layer.out_shape(x.shape[1:])
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-  cols = [xp[:, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s, :]
-          for i in range(k) for j in range(k)]
+  cols = [
+    xp[:, i : i + s * (ho - 1) + 1 : s, j : j + s * (wo - 1) + 1 : s, :]
+    for i in range(k)
+    for j in range(k)
+  ]
   return jnp.stack(cols, axis=-1).reshape(n, ho, wo, c * k * k)
 
 
 @dataclasses.dataclass(frozen=True)
 class AvgPool:
   """Non-overlapping average pooling (PyTorch's AvgPool2d: floor on odd sizes)."""
+
   window: int = 2
   kind = "pool"
 
@@ -277,6 +294,7 @@ class AvgPool:
 @dataclasses.dataclass(frozen=True)
 class Flatten:
   """Flattens ``(H, W, C)`` with C fastest, so ON/OFF channel pairs stay adjacent."""
+
   kind = "flatten"
 
   def out_shape(self, in_shape):
@@ -310,19 +328,22 @@ def linear(layer, w, a, num_components, first):
   """
   k = num_components
   if first:
-    lin = functools.partial(lc_by_position, layer) if isinstance(
-        layer, LocallyConnected) and tuned_for_cpu() else layer.lin
-    h = lin(w.reshape(*w.shape[:-2], -1), a)        # (B, *S', K * C_out)
-    h = h.reshape(*h.shape[:-1], k, -1)              # (B, *S', K, C_out)
+    lin = (
+      functools.partial(lc_by_position, layer)
+      if isinstance(layer, LocallyConnected) and tuned_for_cpu()
+      else layer.lin
+    )
+    h = lin(w.reshape(*w.shape[:-2], -1), a)  # (B, *S', K * C_out)
+    h = h.reshape(*h.shape[:-1], k, -1)  # (B, *S', K, C_out)
     return jnp.moveaxis(h, -2, 1)
   b = a.shape[0]
-  merged = a.reshape(b * k, *a.shape[2:])            # (B*K, *S, C_in)
+  merged = a.reshape(b * k, *a.shape[2:])  # (B*K, *S, C_in)
   if isinstance(layer, Conv) and layer.stride == 1 and tuned_for_cpu():
     h = conv_by_taps(layer, w, merged)
   elif isinstance(layer, LocallyConnected) and tuned_for_cpu():
     h = lc_by_position(layer, w, merged)
   else:
-    h = layer.lin(w, merged)                         # (B*K, *S', C_out)
+    h = layer.lin(w, merged)  # (B*K, *S', C_out)
   return h.reshape(b, k, *h.shape[1:])
 
 
@@ -384,8 +405,8 @@ def first_layer_t_dot_h(layer, params, t, x):
   VNN step on XLA:CPU; benchmarks/README.md).
   """
   t = t.astype(params["w"].dtype)
-  w_t = jnp.einsum("...kc,kc->...c", params["w"], t)   # (*kernel[:-1], C)
-  b_t = jnp.einsum("k...c,kc->...c", params["b"], t)   # bias_shape
+  w_t = jnp.einsum("...kc,kc->...c", params["w"], t)  # (*kernel[:-1], C)
+  b_t = jnp.einsum("k...c,kc->...c", params["b"], t)  # bias_shape
   return layer.lin(w_t, x) + b_t
 
 
@@ -432,16 +453,16 @@ def first_block(layer, pool, params, t, x, num_components, chunk=FIRST_BLOCK_CHU
     before pooling, ``(B, *S, C)`` bool.
   """
   k = num_components
-  w = params["w"].reshape(*params["w"].shape[:-2], -1)   # (*kernel[:-1], K * C)
-  bias = jnp.moveaxis(params["b"], 0, -2)                # (*bias_shape[:-1], K, C)
-  bias = bias.reshape(*bias.shape[:-2], -1)              # (*bias_shape[:-1], K * C)
-  mask = first_layer_t_dot_h(layer, params, t, x) >= 0   # (B, *S, C)
+  w = params["w"].reshape(*params["w"].shape[:-2], -1)  # (*kernel[:-1], K * C)
+  bias = jnp.moveaxis(params["b"], 0, -2)  # (*bias_shape[:-1], K, C)
+  bias = bias.reshape(*bias.shape[:-2], -1)  # (*bias_shape[:-1], K * C)
+  mask = first_layer_t_dot_h(layer, params, t, x) >= 0  # (B, *S, C)
 
   def one(example):
-    xb, mb = example                                     # (H, W, C_in), (*S, C)
-    h = layer.lin(w, xb[None]) + bias                    # (1, *S, K * C)
+    xb, mb = example  # (H, W, C_in), (*S, C)
+    h = layer.lin(w, xb[None]) + bias  # (1, *S, K * C)
     h = h.reshape(*h.shape[:-1], k, -1) * mb[..., None, :].astype(h.dtype)
-    a = pool.apply(h.reshape(*h.shape[:-2], -1))[0]      # (*S_pool, K * C)
+    a = pool.apply(h.reshape(*h.shape[:-2], -1))[0]  # (*S_pool, K * C)
     return jnp.moveaxis(a.reshape(*a.shape[:-1], k, -1), -2, 0)  # (K, *S_pool, C)
 
   return lax.map(one, (x, mask), batch_size=chunk), mask

@@ -14,8 +14,9 @@ from gevb_jax import data, train
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for metrics, checkpoints and plots.")
 flags.mark_flags_as_required(["workdir"])
-config_flags.DEFINE_config_file("config", None, "Training configuration file.",
-                                lock_config=True)
+config_flags.DEFINE_config_file(
+  "config", None, "Training configuration file.", lock_config=True
+)
 
 
 def main(argv):
@@ -29,8 +30,10 @@ def main(argv):
   except (train.TrainingError, data.DataError, ValueError) as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
-  print(f"final test error {summary['final_test_error']:.4f}, train error "
-        f"{summary['final_train_error']:.4f} after {summary['epochs_run']} epochs")
+  print(
+    f"final test error {summary['final_test_error']:.4f}, train error "
+    f"{summary['final_train_error']:.4f} after {summary['epochs_run']} epochs"
+  )
 
 
 if __name__ == "__main__":

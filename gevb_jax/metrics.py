@@ -26,8 +26,9 @@ MIN_NORM = 1e-6
 def _tap_gradients(net, variables, x, objective):
   """``d objective / d a^l`` for every hidden layer, ``{name: (B, K, *S, C)}``."""
   k = net.num_components
-  taps = {info.name: jnp.zeros((x.shape[0], k, *info.out_shape), x.dtype)
-          for info in net.hidden}
+  taps = {
+    info.name: jnp.zeros((x.shape[0], k, *info.out_shape), x.dtype) for info in net.hidden
+  }
   return jax.grad(lambda t: objective(net.apply(variables, x, t)))(taps)
 
 
@@ -44,8 +45,10 @@ def delta_hat(net, variables, x):
 
 def _first_component(net, grads):
   """``{name: (B, n_l)}`` from tap gradients ``(B, K, *S, C)``, in layer order."""
-  return {info.name: grads[info.name][:, 0].reshape(len(grads[info.name]), -1)
-          for info in net.hidden}
+  return {
+    info.name: grads[info.name][:, 0].reshape(len(grads[info.name]), -1)
+    for info in net.hidden
+  }
 
 
 def _angles_deg(u, v):
@@ -75,12 +78,15 @@ def alignment(net, variables, x, labels, rule, batch_size=None):
     return {}
   sums = counts = None
   for part in _chunks(len(x), batch_size):
-    s, c = _alignment_sums(net, variables, x[part],
-                           None if labels is None else labels[part], rule)
+    s, c = _alignment_sums(
+      net, variables, x[part], None if labels is None else labels[part], rule
+    )
     sums = s if sums is None else jax.tree_util.tree_map(jnp.add, sums, s)
     counts = c if counts is None else jax.tree_util.tree_map(jnp.add, counts, c)
-  return {info.name: float(sums[info.name] / max(int(counts[info.name]), 1))
-          for info in net.hidden}
+  return {
+    info.name: float(sums[info.name] / max(int(counts[info.name]), 1))
+    for info in net.hidden
+  }
 
 
 @functools.partial(jax.jit, static_argnames=("net", "rule"))
@@ -90,9 +96,11 @@ def _alignment_sums(net, variables, x, labels, rule):
     true = delta_hat(net, variables, x)
     rule_signal = {n: jnp.ones_like(d) for n, d in true.items()}
   else:
+
     def total_loss(logits):
       onehot = jax.nn.one_hot(labels, net.num_classes)
       return -jnp.sum(onehot * jax.nn.log_softmax(logits))
+
     logits = net.apply(variables, x)
     e = jax.nn.softmax(logits) - jax.nn.one_hot(labels, net.num_classes)
     grads = _tap_gradients(net, variables, x, total_loss)
@@ -101,8 +109,9 @@ def _alignment_sums(net, variables, x, labels, rule):
   sums, counts = {}, {}
   for name, d in true.items():
     angles = _angles_deg(rule_signal[name], d)
-    valid = ((jnp.linalg.norm(d, axis=-1) > MIN_NORM)
-             & (jnp.linalg.norm(rule_signal[name], axis=-1) > MIN_NORM))
+    valid = (jnp.linalg.norm(d, axis=-1) > MIN_NORM) & (
+      jnp.linalg.norm(rule_signal[name], axis=-1) > MIN_NORM
+    )
     sums[name] = jnp.sum(jnp.where(valid, angles, 0.0))
     counts[name] = valid.sum()
   return sums, counts
@@ -123,7 +132,7 @@ def _fan_out(info):
   """Connections leaving each input unit of a weighted layer: ``n_{l+1}`` of Eq. 15."""
   if info.layer.kind == "dense":
     return info.layer.features
-  return info.layer.kernel ** 2 * info.layer.features / info.layer.stride ** 2
+  return info.layer.kernel**2 * info.layer.features / info.layer.stride**2
 
 
 def eq15_prediction(net, variables):
@@ -145,7 +154,7 @@ def eq15_prediction(net, variables):
     if above.readout:
       r = ratio
     else:
-      r = math.sqrt(2.0 / _fan_out(above)) * ratio * math.sqrt(1.0 + r ** 2)
+      r = math.sqrt(2.0 / _fan_out(above)) * ratio * math.sqrt(1.0 + r**2)
     out[below.name] = float(r)
   return dict(reversed(out.items()))
 

@@ -13,26 +13,50 @@ import jax
 import jax.numpy as jnp
 
 from gevb_jax import init as initializers
-from gevb_jax.grid import ARCHS
 from gevb_jax import layers as L
-
+from gevb_jax.grid import ARCHS
 
 # Table 3 (1-channel inputs) and Table 4 (3-channel inputs). Hidden weighted layers
 # only; the readout is added by make_network.
 _TABLE3 = {
-    "fc": (L.Flatten(), L.Dense(1024), L.Dense(512)),
-    "conv": (L.Conv(64, 3, 1, 1), L.AvgPool(2), L.Conv(32, 3, 1, 1), L.AvgPool(2),
-             L.Flatten(), L.Dense(1024)),
-    "lc": (L.LocallyConnected(32, 3, 1, 1), L.AvgPool(2),
-           L.LocallyConnected(32, 3, 1, 1), L.AvgPool(2), L.Flatten(), L.Dense(1024)),
+  "fc": (L.Flatten(), L.Dense(1024), L.Dense(512)),
+  "conv": (
+    L.Conv(64, 3, 1, 1),
+    L.AvgPool(2),
+    L.Conv(32, 3, 1, 1),
+    L.AvgPool(2),
+    L.Flatten(),
+    L.Dense(1024),
+  ),
+  "lc": (
+    L.LocallyConnected(32, 3, 1, 1),
+    L.AvgPool(2),
+    L.LocallyConnected(32, 3, 1, 1),
+    L.AvgPool(2),
+    L.Flatten(),
+    L.Dense(1024),
+  ),
 }
 _TABLE4 = {
-    "fc": (L.Flatten(), L.Dense(1024), L.Dense(512), L.Dense(512)),
-    "conv": (L.Conv(128, 5, 1, 2), L.AvgPool(2), L.Conv(64, 5, 1, 2), L.AvgPool(2),
-             L.Conv(64, 2, 2, 0), L.Flatten(), L.Dense(1024)),
-    "lc": (L.LocallyConnected(64, 5, 1, 2), L.AvgPool(2),
-           L.LocallyConnected(32, 5, 1, 2), L.AvgPool(2),
-           L.LocallyConnected(32, 2, 2, 0), L.Flatten(), L.Dense(512)),
+  "fc": (L.Flatten(), L.Dense(1024), L.Dense(512), L.Dense(512)),
+  "conv": (
+    L.Conv(128, 5, 1, 2),
+    L.AvgPool(2),
+    L.Conv(64, 5, 1, 2),
+    L.AvgPool(2),
+    L.Conv(64, 2, 2, 0),
+    L.Flatten(),
+    L.Dense(1024),
+  ),
+  "lc": (
+    L.LocallyConnected(64, 5, 1, 2),
+    L.AvgPool(2),
+    L.LocallyConnected(32, 5, 1, 2),
+    L.AvgPool(2),
+    L.LocallyConnected(32, 2, 2, 0),
+    L.Flatten(),
+    L.Dense(512),
+  ),
 }
 # The released code's vectorized CIFAR-10 LC net has a 256-unit dense layer
 # (vec_models.py:92-94), not Table 4's 512; its conventional one has 512
@@ -42,17 +66,19 @@ _TABLE4_VECTORIZED = {**_TABLE4, "lc": _TABLE4["lc"][:-1] + (L.Dense(256),)}
 
 class LayerInfo(NamedTuple):
   """One layer of a network with its shapes (per example, without the K axis)."""
+
   name: str
   layer: Any
   in_shape: tuple
   out_shape: tuple
-  first: bool      # First weighted layer: its input is the raw image.
-  readout: bool    # The output layer: no gate, logits out.
+  first: bool  # First weighted layer: its input is the raw image.
+  readout: bool  # The output layer: no gate, logits out.
   vectorized_input: bool  # Whether the input carries the K axis.
   # The pooling right after this layer, when the two run fused (layers.first_block):
   # only for the first layer of a VNN, on a CPU, and only while its K-wide kernel fits
   # the budget below. The pooling's own entry is then skipped by ``forward``.
   fused_pool: Any = None
+
 
 # A fused first layer re-reads its kernel for every example: only worth it while the
 # kernel stays in cache (half the 32 MiB L3 of the machine it was measured on; MNIST
@@ -63,6 +89,7 @@ FUSED_KERNEL_MAX_BYTES = 16 * 2**20
 @dataclasses.dataclass(frozen=True)
 class Network:
   """A vectorized (K = num_classes) or conventional (K = 1) gated network."""
+
   layers: tuple
   input_shape: tuple
   num_classes: int
@@ -92,11 +119,24 @@ class Network:
       following = self.layers[i + 1] if i + 1 < len(self.layers) else None
       if weighted and first and isinstance(following, L.AvgPool):
         kernel_bytes = 4 * self.num_components * math.prod(layer.kernel_shape(shape))
-        if (self.num_components > 1 and kernel_bytes <= FUSED_KERNEL_MAX_BYTES
-            and L.tuned_for_cpu()):
+        if (
+          self.num_components > 1
+          and kernel_bytes <= FUSED_KERNEL_MAX_BYTES
+          and L.tuned_for_cpu()
+        ):
           fused_pool = following
-      out.append(LayerInfo(name, layer, shape, out_shape, weighted and first,
-                           readout, not first, fused_pool))
+      out.append(
+        LayerInfo(
+          name,
+          layer,
+          shape,
+          out_shape,
+          weighted and first,
+          readout,
+          not first,
+          fused_pool,
+        )
+      )
       first = first and not weighted
       shape = out_shape
     return tuple(out)
@@ -139,19 +179,24 @@ class Network:
       shape = self.kernel_shape(info)
       fan_in = info.layer.fan_in(info.in_shape)
       if self.nonneg:
-        w = initializers.on_off_kernel(key_w, shape, fan_in, in_axis=info.layer.in_axis,
-                                       first=info.first)
+        w = initializers.on_off_kernel(
+          key_w, shape, fan_in, in_axis=info.layer.in_axis, first=info.first
+        )
       else:
         w = initializers.mixed_sign_kernel(key_w, shape, fan_in, first=info.first)
       b = jnp.zeros((k, *info.layer.bias_shape(info.out_shape)), jnp.float32)
       params[info.name] = {"w": w, "b": b}
       if not info.readout:
-        fixed[info.name] = {"t": initializers.gating_vectors(
-            key_t, k, info.out_shape[-1], self.vectorized)}
+        fixed[info.name] = {
+          "t": initializers.gating_vectors(key_t, k, info.out_shape[-1], self.vectorized)
+        }
     if not self.vectorized:
       feedback = initializers.dfa_feedback(
-          rng_feedback, self.num_classes, [info.out_shape for info in self.hidden],
-          self.nonneg)
+        rng_feedback,
+        self.num_classes,
+        [info.out_shape for info in self.hidden],
+        self.nonneg,
+      )
       for info, b in zip(self.hidden, feedback):
         fixed[info.name]["feedback"] = b
     return {"params": params, "fixed": fixed}
@@ -175,9 +220,15 @@ class Network:
       if isinstance(info.layer, L.Dense):
         return a.reshape(a.shape[0], -1)
       if hasattr(info.layer, "lin"):
-        a, _ = L.weighted_forward(info.layer, variables["params"][info.name],
-                                  variables["fixed"][info.name], a,
-                                  self.num_components, info.first, False)
+        a, _ = L.weighted_forward(
+          info.layer,
+          variables["params"][info.name],
+          variables["fixed"][info.name],
+          a,
+          self.num_components,
+          info.first,
+          False,
+        )
       else:
         a = L.apply_unweighted(info.layer, a, info.vectorized_input)
     raise ValueError("network has no dense layer")
@@ -188,16 +239,19 @@ def _plain_layer(taps):
     a, _, _ = state
     tapped = taps is not None and info.name in taps
     if info.fused_pool is not None and not tapped:
-      out, _ = L.first_block(info.layer, info.fused_pool, params, fixed["t"], a,
-                             net.num_components)
+      out, _ = L.first_block(
+        info.layer, info.fused_pool, params, fixed["t"], a, net.num_components
+      )
       return out, None, None
-    out, _ = L.weighted_forward(info.layer, params, fixed, a, net.num_components,
-                                info.first, info.readout)
+    out, _ = L.weighted_forward(
+      info.layer, params, fixed, a, net.num_components, info.first, info.readout
+    )
     if tapped:
       out = out + taps[info.name]
     if info.fused_pool is not None:
       out = L.apply_unweighted(info.fused_pool, out, True)
     return out, None, None
+
   return call
 
 
@@ -219,8 +273,9 @@ def forward(net, variables, x, weighted_call, eb=None):
     if pooled:
       pooled = False
     elif hasattr(info.layer, "lin"):
-      state = weighted_call(net, info, variables["params"][info.name],
-                            fixed.get(info.name, {}), state)
+      state = weighted_call(
+        net, info, variables["params"][info.name], fixed.get(info.name, {}), state
+      )
       pooled = info.fused_pool is not None
     else:
       a, eb, d = state
@@ -254,10 +309,13 @@ def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=N
   if len(input_shape) != 3:
     raise ValueError(f"input_shape must be (H, W, C), got {input_shape}")
   table = {1: _TABLE3, 3: _TABLE4_VECTORIZED if vectorized else _TABLE4}.get(
-      input_shape[-1])
+    input_shape[-1]
+  )
   if table is None:
-    raise ValueError(f"input_shape {input_shape} has {input_shape[-1]} channels; "
-                     "1 (Table 3) or 3 (Table 4) are supported")
+    raise ValueError(
+      f"input_shape {input_shape} has {input_shape[-1]} channels; "
+      "1 (Table 3) or 3 (Table 4) are supported"
+    )
   if num_classes < 2:
     raise ValueError(f"num_classes must be at least 2, got {num_classes}")
   hidden = list(table[arch])
@@ -265,15 +323,22 @@ def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=N
   if widths is not None:
     widths = tuple(int(w) for w in widths)
     if len(widths) != len(slots):
-      raise ValueError(f"arch {arch!r} has {len(slots)} hidden weighted layers, "
-                       f"got {len(widths)} widths {widths}")
+      raise ValueError(
+        f"arch {arch!r} has {len(slots)} hidden weighted layers, "
+        f"got {len(widths)} widths {widths}"
+      )
     for i, width in zip(slots, widths):
       hidden[i] = dataclasses.replace(hidden[i], features=width)
   bad = [hidden[i].features for i in slots if hidden[i].features % 2]
   if bad:
     raise ValueError(f"widths must be even (ON/OFF unit pairs), got {bad}")
   readout = L.Dense(1 if vectorized else num_classes)
-  net = Network(tuple(hidden) + (readout,), input_shape, int(num_classes),
-                bool(vectorized), bool(nonneg))
-  net.info  # Validates shapes now rather than at first use.
+  net = Network(
+    tuple(hidden) + (readout,),
+    input_shape,
+    int(num_classes),
+    bool(vectorized),
+    bool(nonneg),
+  )
+  _ = net.info  # Validates shapes now rather than at first use.
   return net

@@ -9,8 +9,10 @@ def nonneg_mask(net, params):
   Biases and the first layer's weights are never projected.
   """
   first = net.weighted[0].name
-  return {name: {leaf: net.nonneg and leaf == "w" and name != first for leaf in p}
-          for name, p in params.items()}
+  return {
+    name: {leaf: net.nonneg and leaf == "w" and name != first for leaf in p}
+    for name, p in params.items()
+  }
 
 
 def make_optimizer(net, learning_rate=3e-4, b1=0.9, b2=0.999, eps=1e-8):
@@ -20,6 +22,8 @@ def make_optimizer(net, learning_rate=3e-4, b1=0.9, b2=0.999, eps=1e-8):
   nonnegative weight below zero sets it to exactly zero instead.
   """
   return optax.chain(
-      optax.adam(learning_rate, b1=b1, b2=b2, eps=eps),
-      optax.masked(optax.keep_params_nonnegative(),
-                   lambda params: nonneg_mask(net, params)))
+    optax.adam(learning_rate, b1=b1, b2=b2, eps=eps),
+    optax.masked(
+      optax.keep_params_nonnegative(), lambda params: nonneg_mask(net, params)
+    ),
+  )

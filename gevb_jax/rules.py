@@ -12,8 +12,8 @@ input and its gate mask) and two signals that travel backward beside the activat
   ``e = dL/dlogits`` (``softmax - onehot`` over the batch size), which reaches every
   layer's backward: the global broadcast of GEVB and the input of DFA's projections.
 * ``d``, only for "bp" in vectorized nets, is a zero array with one scalar per unit;
-  its cotangent is ``delta_hat`` of Eq. 13, the scalar Jacobian ``da^L/da^l = delta_hat I``
-  (Eq. 12). Pooling and flattening act on it as on one vector component.
+  its cotangent is ``delta_hat`` of Eq. 13, the scalar Jacobian
+  ``da^L/da^l = delta_hat I`` (Eq. 12). Pooling and flattening act on it as on one vector component.
 
 The activation's own cotangent is never used (each backward returns zeros for it), so
 no K-sized signal travels backward. A layer's update is::
@@ -36,9 +36,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from gevb_jax import grid
+from gevb_jax import grid, models
 from gevb_jax import layers as L
-from gevb_jax import models
 
 VECTORIZED_RULES = grid.RULES["vectorized"]
 CONVENTIONAL_RULES = grid.RULES["conventional"]
@@ -48,8 +47,10 @@ def check_rule(net, rule):
   """Raises ValueError unless ``rule`` trains this kind of network."""
   kind = grid.kind(net.vectorized)
   if rule not in grid.RULES[kind]:
-    raise ValueError(f"rule {rule!r} does not apply to {kind} networks; "
-                     f"valid rules: {', '.join(grid.RULES[kind])}")
+    raise ValueError(
+      f"rule {rule!r} does not apply to {kind} networks; "
+      f"valid rules: {', '.join(grid.RULES[kind])}"
+    )
 
 
 def _sum_to_bias(x, bias_shape):
@@ -64,13 +65,13 @@ def _postsynaptic(rule, info, fixed, mask, e, delta_hat, vectorized):
     return jnp.ones((e.shape[0], 1), e.dtype) if vectorized else e
   g = mask.astype(e.dtype)
   if rule == "gevb":
-    return g                                  # Eq. 9: delta_hat := 1.
+    return g  # Eq. 9: delta_hat := 1.
   if rule == "bp":
-    return g * delta_hat                      # Eq. 14.
+    return g * delta_hat  # Eq. 14.
   return g * (e @ fixed["feedback"]).reshape(g.shape)  # Eq. 5: delta = B e.
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _layer_with_rule(net, info, rule):
   """The weighted layer ``info`` of ``net`` with ``rule``'s backward pass."""
   k, vectorized = net.num_components, net.vectorized
@@ -79,8 +80,9 @@ def _layer_with_rule(net, info, rule):
     if info.fused_pool is not None:  # Returns the pooled activation.
       out, mask = L.first_block(info.layer, info.fused_pool, params, fixed["t"], a, k)
     else:
-      out, mask = L.weighted_forward(info.layer, params, fixed, a, k, info.first,
-                                     info.readout)
+      out, mask = L.weighted_forward(
+        info.layer, params, fixed, a, k, info.first, info.readout
+      )
     if info.readout:
       return out + eb, (params, fixed, a, mask)
     # One scalar per unit of ``out``: (B, *S, C) after any fused pooling.
@@ -99,7 +101,7 @@ def _layer_with_rule(net, info, rule):
       _, unpool = jax.vjp(info.fused_pool.apply, jnp.zeros(mask.shape, e.dtype))
       (delta_hat,) = unpool(delta_hat)
     batch = e.shape[0]
-    factor = e if vectorized else jnp.ones((batch, 1), e.dtype)    # E, (B, K)
+    factor = e if vectorized else jnp.ones((batch, 1), e.dtype)  # E, (B, K)
     s = _postsynaptic(rule, info, fixed, mask, e, delta_hat, vectorized)
     bias_shape = params["b"].shape[1:]
     # (K, *bias_shape): sum_b E[b, mu] s[b, ...], summed where the bias is shared.
@@ -128,6 +130,7 @@ def _rule_layer(rule):
     a, eb, d = state
     out = _layer_with_rule(net, info, rule)(params, fixed, a, eb, d)
     return (out, None, None) if info.readout else out
+
   return call
 
 
@@ -153,7 +156,9 @@ def loss_and_updates(net, variables, x, labels, rule):
   For "bp" the updates are the gradient. All updates use the gradient's sign
   convention (an optimizer steps along their negative).
   """
+
   def loss_fn(params):
     logits = logits_with_rule(net, {**variables, "params": params}, x, rule)
     return cross_entropy(logits, labels)
+
   return jax.value_and_grad(loss_fn)(variables["params"])

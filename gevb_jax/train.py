@@ -21,8 +21,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import tqdm
-from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import gevb_jax
 from gevb_jax import clusters, data, grid, metrics, rules
@@ -68,8 +68,14 @@ def run_epoch(train_step, state, x_all, y_all, batches, mesh, progress=False, de
   """
   sharding = NamedSharding(mesh, P("data"))
   loss_sum, previous = 0.0, None
-  with tqdm.tqdm(total=batches.size, desc=desc, disable=not progress, leave=False,
-                 unit="ex", unit_scale=True) as bar:
+  with tqdm.tqdm(
+    total=batches.size,
+    desc=desc,
+    disable=not progress,
+    leave=False,
+    unit="ex",
+    unit_scale=True,
+  ) as bar:
     for idx in batches:
       state, loss = train_step(state, x_all, y_all, jax.device_put(idx, sharding))
       loss_sum = loss_sum + loss
@@ -84,12 +90,14 @@ def run_epoch(train_step, state, x_all, y_all, batches, mesh, progress=False, de
 
 def make_eval_step(net, mesh):
   """Jitted ``(variables, x, y, weight) -> (summed errors, summed losses)``."""
+
   def step(variables, x, y, weight):
     x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
     logits = net.apply(variables, x)
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
     errors = (jnp.argmax(logits, -1) != y).astype(jnp.float32)
     return jnp.sum(errors * weight), jnp.sum(losses * weight)
+
   return jax.jit(step)
 
 
@@ -99,15 +107,15 @@ def evaluate(eval_step, variables, x, y, batch_size, mesh):
   errors = losses = 0.0
   sharding = NamedSharding(mesh, P("data"))
   for start in range(0, n, batch_size):
-    xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+    xb, yb = x[start : start + batch_size], y[start : start + batch_size]
     weight = np.ones(len(xb), np.float32)
     pad = batch_size - len(xb)
     if pad:
       xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
       yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
       weight = np.concatenate([weight, np.zeros(pad, np.float32)])
-    e, l = eval_step(variables, *jax.device_put((xb, yb, weight), sharding))
-    errors, losses = errors + e, losses + l
+    e, loss = eval_step(variables, *jax.device_put((xb, yb, weight), sharding))
+    errors, losses = errors + e, losses + loss
   return float(errors) / n, float(losses) / n
 
 
@@ -131,8 +139,11 @@ def memory_bounded_batches(net, config, num_devices):
   def fit(copies, cap):
     n = min(cap, int(budget // (copies * per_copy))) // num_devices * num_devices
     return max(n, num_devices)
-  return (fit(EVAL_COPIES, config.eval_batch_size),
-          fit(ALIGNMENT_COPIES, config.metrics.alignment_examples))
+
+  return (
+    fit(EVAL_COPIES, config.eval_batch_size),
+    fit(ALIGNMENT_COPIES, config.metrics.alignment_examples),
+  )
 
 
 # --- Main loop -----------------------------------------------------------------
@@ -143,17 +154,23 @@ def _header(config, ds, net, mesh):
   shape = "x".join(map(str, ds.train_x.shape[1:]))
   experiment = grid.Experiment(config.model.arch, net.vectorized, net.nonneg, config.rule)
   devices = f"{mesh.size} {jax.default_backend()} device{'s' * (mesh.size > 1)}"
-  return (f"{ds.name}: {len(ds.train_x)} train / {len(ds.test_x)} test images {shape}, "
-          f"{ds.num_classes} classes | {experiment} (K = {net.num_components}) | "
-          f"{devices}")
+  return (
+    f"{ds.name}: {len(ds.train_x)} train / {len(ds.test_x)} test images {shape}, "
+    f"{ds.num_classes} classes | {experiment} (K = {net.num_components}) | "
+    f"{devices}"
+  )
 
 
 def _eval_line(row):
   """One evaluation on one console line; alignment angles per layer, early to late."""
-  line = (f"epoch {row['epoch']:>3}: train error {row['train_error']:.4f}, test error "
-          f"{row['test_error']:.4f}, train loss {row['train_loss']:.4f}")
+  line = (
+    f"epoch {row['epoch']:>3}: train error {row['train_error']:.4f}, test error "
+    f"{row['test_error']:.4f}, train loss {row['train_loss']:.4f}"
+  )
   if "alignment" in row:
-    line += ", alignment " + "/".join(f"{v:.0f}" for v in row["alignment"].values()) + " deg"
+    line += (
+      ", alignment " + "/".join(f"{v:.0f}" for v in row["alignment"].values()) + " deg"
+    )
   return line
 
 
@@ -170,23 +187,31 @@ def train_and_evaluate(config, workdir):
   config = config.copy_and_resolve_references()
   changes = run_folder.config_changes(config, workdir)
   if changes and not config.overwrite:
-    raise TrainingError(f"workdir {workdir} holds a run with another config "
-                        f"({', '.join(changes)}); use another workdir or "
-                        "--config.overwrite=True to start over")
+    raise TrainingError(
+      f"workdir {workdir} holds a run with another config "
+      f"({', '.join(changes)}); use another workdir or "
+      "--config.overwrite=True to start over"
+    )
   if not changes and run_folder.finished(workdir):
     print(f"{workdir} holds a finished run; nothing to do", flush=True)
     return run_folder.read_summary(workdir)
 
   mesh = data_mesh()
   if config.batch_size % mesh.size:
-    raise TrainingError(f"batch_size {config.batch_size} does not divide over "
-                        f"{mesh.size} devices; use a multiple of {mesh.size}")
+    raise TrainingError(
+      f"batch_size {config.batch_size} does not divide over "
+      f"{mesh.size} devices; use a multiple of {mesh.size}"
+    )
 
   ds = data.load_dataset(config.data)
   net = gevb_jax.make_network(
-      config.model.arch, input_shape=ds.train_x.shape[1:], num_classes=ds.num_classes,
-      vectorized=config.model.vectorized, nonneg=config.model.nonneg,
-      widths=config.model.widths)
+    config.model.arch,
+    input_shape=ds.train_x.shape[1:],
+    num_classes=ds.num_classes,
+    vectorized=config.model.vectorized,
+    nonneg=config.model.nonneg,
+    widths=config.model.widths,
+  )
   rules.check_rule(net, config.rule)
   eval_batch, probe_batch = memory_bounded_batches(net, config, mesh.size)
   tx = gevb_jax.make_optimizer(net, learning_rate=config.learning_rate)
@@ -195,8 +220,11 @@ def train_and_evaluate(config, workdir):
   print(_header(config, ds, net, mesh), flush=True)
 
   variables = net.init(jax.random.key(config.seed))
-  state = {"params": variables["params"], "fixed": variables["fixed"],
-           "opt_state": tx.init(variables["params"])}
+  state = {
+    "params": variables["params"],
+    "fixed": variables["fixed"],
+    "opt_state": tx.init(variables["params"]),
+  }
   manager = run_folder.checkpoint_manager(workdir, keep_period=config.eval_every)
   epoch, restored = run_folder.restore(manager, state)
   history = run_folder.read_metrics(workdir, last_epoch=-1 if epoch is None else epoch)
@@ -212,27 +240,38 @@ def train_and_evaluate(config, workdir):
   eval_step = make_eval_step(net, mesh)
   # The released analysis measures alignment on the first training batch in stored
   # order (alignment_and_concentration_viz.ipynb, cell 1: shuffle_train=False).
-  probe = (ds.train_x[:config.metrics.alignment_examples],
-           ds.train_y[:config.metrics.alignment_examples])
+  probe = (
+    ds.train_x[: config.metrics.alignment_examples],
+    ds.train_y[: config.metrics.alignment_examples],
+  )
   wall0 = time.time() - (history[-1]["wall_time_s"] if history else 0.0)
   steps_per_epoch = len(ds.train_x) // config.batch_size
 
   def log_eval(epoch):
     variables = {"params": state["params"], "fixed": state["fixed"]}
-    train_error, train_loss = evaluate(eval_step, variables, ds.train_x, ds.train_y,
-                                       eval_batch, mesh)
-    test_error, test_loss = evaluate(eval_step, variables, ds.test_x, ds.test_y,
-                                     eval_batch, mesh)
-    row = {"epoch": epoch, "step": epoch * steps_per_epoch,
-           "train_error": train_error, "test_error": test_error,
-           "train_loss": train_loss, "test_loss": test_loss,
-           "wall_time_s": time.time() - wall0}
+    train_error, train_loss = evaluate(
+      eval_step, variables, ds.train_x, ds.train_y, eval_batch, mesh
+    )
+    test_error, test_loss = evaluate(
+      eval_step, variables, ds.test_x, ds.test_y, eval_batch, mesh
+    )
+    row = {
+      "epoch": epoch,
+      "step": epoch * steps_per_epoch,
+      "train_error": train_error,
+      "test_error": test_error,
+      "train_loss": train_loss,
+      "test_loss": test_loss,
+      "wall_time_s": time.time() - wall0,
+    }
     if config.metrics.alignment and config.rule != "bp":
-      row["alignment"] = metrics.alignment(net, variables, *probe, config.rule,
-                                           batch_size=probe_batch)
+      row["alignment"] = metrics.alignment(
+        net, variables, *probe, config.rule, batch_size=probe_batch
+      )
       if epoch == 0 and net.vectorized:
-        row["relative_std"] = metrics.relative_std(net, variables, probe[0],
-                                                   batch_size=probe_batch)
+        row["relative_std"] = metrics.relative_std(
+          net, variables, probe[0], batch_size=probe_batch
+        )
         row["eq15_relative_std"] = metrics.eq15_prediction(net, variables)
     writer.write(row)
     print(_eval_line(row), flush=True)
@@ -249,12 +288,15 @@ def train_and_evaluate(config, workdir):
   while epoch < config.num_epochs and not stopped_early:
     epoch += 1
     batches = data.batch_indices(len(ds.train_x), config.batch_size, config.seed, epoch)
-    state, loss_sum = run_epoch(train_step, state, x_all, y_all, batches, mesh,
-                                progress=show, desc=f"epoch {epoch}")
+    state, loss_sum = run_epoch(
+      train_step, state, x_all, y_all, batches, mesh, progress=show, desc=f"epoch {epoch}"
+    )
     if not math.isfinite(float(loss_sum)):
-      raise TrainingError(f"non-finite training loss in epoch {epoch} "
-                          f"({float(loss_sum)}); the checkpoint of epoch {epoch - 1} "
-                          "is kept")
+      raise TrainingError(
+        f"non-finite training loss in epoch {epoch} "
+        f"({float(loss_sum)}); the checkpoint of epoch {epoch - 1} "
+        "is kept"
+      )
     if epoch % config.eval_every == 0 or epoch == config.num_epochs:
       last = log_eval(epoch)
       stopped_early = config.stop_at_zero_train_error and last["train_error"] == 0
@@ -262,9 +304,12 @@ def train_and_evaluate(config, workdir):
   manager.wait_until_finished()
   writer.close()
 
-  summary = {"final_train_error": last["train_error"],
-             "final_test_error": last["test_error"], "epochs_run": epoch,
-             "stopped_early": bool(stopped_early)}
+  summary = {
+    "final_train_error": last["train_error"],
+    "final_test_error": last["test_error"],
+    "epochs_run": epoch,
+    "stopped_early": bool(stopped_early),
+  }
   if config.metrics.cluster_quality and config.model.arch in grid.CLUSTERED_ARCHS:
     summary["cluster_quality"] = cluster_quality(net, config, ds, state, workdir)
   run_folder.write_summary(workdir, summary)
@@ -283,18 +328,28 @@ def cluster_quality(net, config, ds, state, workdir):
   n = config.metrics.tsne_examples or len(ds.train_x)
   x, y = ds.train_x[:n], ds.train_y[:n]
   represent = jax.jit(net.representation)
-  scores = {"fig3b_rms": clusters.cluster_quality_rms,
-            "section6_squared": clusters.cluster_quality_squared}
+  scores = {
+    "fig3b_rms": clusters.cluster_quality_rms,
+    "section6_squared": clusters.cluster_quality_squared,
+  }
   out = {name: {} for name in scores}
-  for tag, variables in (("init", net.init(jax.random.key(config.seed))),
-                         ("final", {"params": state["params"], "fixed": state["fixed"]})):
-    reps = np.concatenate([np.asarray(represent(variables, x[i:i + 1000]))
-                           for i in range(0, len(x), 1000)])
-    embedding = clusters.tsne_embedding(reps, iters=config.metrics.tsne_iters,
-                                        seed=config.seed)
+  for tag, variables in (
+    ("init", net.init(jax.random.key(config.seed))),
+    ("final", {"params": state["params"], "fixed": state["fixed"]}),
+  ):
+    reps = np.concatenate(
+      [np.asarray(represent(variables, x[i : i + 1000])) for i in range(0, len(x), 1000)]
+    )
+    embedding = clusters.tsne_embedding(
+      reps, iters=config.metrics.tsne_iters, seed=config.seed
+    )
     for name, score in scores.items():
       out[name][tag] = score(embedding, y)
-    clusters.scatter_png(embedding, y, os.path.join(workdir, f"tsne_{tag}.png"),
-                         f"{config.model.arch} {config.rule}, {tag}: quality "
-                         f"{out['fig3b_rms'][tag]:.3f} (Fig. 3B)")
+    clusters.scatter_png(
+      embedding,
+      y,
+      os.path.join(workdir, f"tsne_{tag}.png"),
+      f"{config.model.arch} {config.rule}, {tag}: quality "
+      f"{out['fig3b_rms'][tag]:.3f} (Fig. 3B)",
+    )
   return out

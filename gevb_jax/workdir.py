@@ -16,9 +16,9 @@ import json
 import os
 import shutil
 
-from absl import logging
 import orbax.checkpoint as ocp
 import tensorboardX
+from absl import logging
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -122,8 +122,11 @@ def config_changes(config, workdir):
   if old is None:
     return []
   old, new = _flatten(old), _flatten(json.loads(config.to_json()))
-  return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(new) | set(old))
-          if k.split(".")[0] not in NOT_IDENTITY and new.get(k) != old.get(k)]
+  return [
+    f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+    for k in sorted(set(new) | set(old))
+    if k.split(".")[0] not in NOT_IDENTITY and new.get(k) != old.get(k)
+  ]
 
 
 def _write_atomically(path, text):
@@ -147,8 +150,10 @@ def claim(config, workdir, start_over):
       elif os.path.exists(target):
         os.remove(target)
   os.makedirs(workdir, exist_ok=True)
-  _write_atomically(_path(workdir, CONFIG),
-                    json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True))
+  _write_atomically(
+    _path(workdir, CONFIG),
+    json.dumps(json.loads(config.to_json()), indent=2, sort_keys=True),
+  )
 
 
 def write_summary(workdir, summary):
@@ -160,10 +165,14 @@ def checkpoint_manager(workdir, keep_period):
   """An orbax manager of ``workdir/checkpoints`` that keeps the latest step and every
   ``keep_period``-th, saving synchronously."""
   return ocp.CheckpointManager(
-      os.path.abspath(_path(workdir, CHECKPOINTS)),
-      options=ocp.CheckpointManagerOptions(
-          max_to_keep=1, keep_period=keep_period, enable_async_checkpointing=False,
-          cleanup_tmp_directories=True))
+    os.path.abspath(_path(workdir, CHECKPOINTS)),
+    options=ocp.CheckpointManagerOptions(
+      max_to_keep=1,
+      keep_period=keep_period,
+      enable_async_checkpointing=False,
+      cleanup_tmp_directories=True,
+    ),
+  )
 
 
 def save(manager, epoch, state):
@@ -178,9 +187,13 @@ def restore(manager, abstract_state):
     try:
       return step, manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
     except Exception as err:  # pylint: disable=broad-except
-      logging.warning("checkpoint at epoch %d is unreadable (%s: %s); deleting it and "
-                      "falling back to the previous one", step, type(err).__name__,
-                      str(err).splitlines()[0] if str(err) else "")
+      logging.warning(
+        "checkpoint at epoch %d is unreadable (%s: %s); deleting it and "
+        "falling back to the previous one",
+        step,
+        type(err).__name__,
+        str(err).splitlines()[0] if str(err) else "",
+      )
       manager.delete(step)
   return None, None
 

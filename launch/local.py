@@ -10,35 +10,34 @@ import time
 
 from absl import logging
 
-CPU = 'cpu'
+CPU = "cpu"
 
 
 def parse_gpus(text):
   """Parses --gpus ('0,1,3'; 'cpu' or '' for CPU only) into devices."""
-  if text.strip() in ('', CPU):
+  if text.strip() in ("", CPU):
     return [CPU]
-  ids = [part.strip() for part in text.split(',')]
-  if (not all(re.fullmatch(r'[0-9]+', i) for i in ids)
-      or len(set(ids)) < len(ids)):
+  ids = [part.strip() for part in text.split(",")]
+  if not all(re.fullmatch(r"[0-9]+", i) for i in ids) or len(set(ids)) < len(ids):
     raise ValueError(
-        f'bad --gpus={text!r}: expected distinct GPU ids like 0,1,3, '
-        "or 'cpu' (or empty) for CPU only")
+      f"bad --gpus={text!r}: expected distinct GPU ids like 0,1,3, "
+      "or 'cpu' (or empty) for CPU only"
+    )
   return ids
 
 
 def device_env(device, runs_per_device):
   """Environment variables that pin a run to `device` (a GPU id or 'cpu')."""
   if device == CPU:
-    return {'CUDA_VISIBLE_DEVICES': '', 'JAX_PLATFORMS': 'cpu'}
-  env = {'CUDA_VISIBLE_DEVICES': device}
+    return {"CUDA_VISIBLE_DEVICES": "", "JAX_PLATFORMS": "cpu"}
+  env = {"CUDA_VISIBLE_DEVICES": device}
   if runs_per_device > 1:
     # JAX preallocates 75% of a GPU's memory; let the runs sharing it fit.
-    env['XLA_PYTHON_CLIENT_MEM_FRACTION'] = f'{0.9 / runs_per_device:.2f}'
+    env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.9 / runs_per_device:.2f}"
   return env
 
 
-def run_one(experiment, device, runs_per_device,
-            trainer_module):
+def run_one(experiment, device, runs_per_device, trainer_module):
   """Runs `experiment` on `device` to its end; returns the exit code.
 
   The command and its output are appended to the experiment's log.
@@ -46,21 +45,24 @@ def run_one(experiment, device, runs_per_device,
   experiment.workdir.mkdir(parents=True, exist_ok=True)
   command = experiment.command(trainer_module)
   env = device_env(device, runs_per_device)
-  pinning = ' '.join(f'{k}={shlex.quote(v)}' for k, v in env.items())
-  with experiment.log.open('a') as log:
-    log.write(f'# {time.strftime("%Y-%m-%d %H:%M:%S")} '
-              f'{pinning} {shlex.join(command)}\n')
+  pinning = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+  with experiment.log.open("a") as log:
+    log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {pinning} {shlex.join(command)}\n")
     log.flush()
     return subprocess.run(
-        command, stdin=subprocess.DEVNULL, stdout=log,
-        stderr=subprocess.STDOUT, env={**os.environ, **env},
-        check=False).returncode
+      command,
+      stdin=subprocess.DEVNULL,
+      stdout=log,
+      stderr=subprocess.STDOUT,
+      env={**os.environ, **env},
+      check=False,
+    ).returncode
 
 
 def run_local(
-    assignments,
-    runs_per_device,
-    trainer_module,
+  assignments,
+  runs_per_device,
+  trainer_module,
 ):
   """Runs (experiment, device) pairs, `runs_per_device` at a time per device.
 
@@ -71,22 +73,29 @@ def run_local(
     The exit code of every experiment.
   """
   pools = {
-      device: concurrent.futures.ThreadPoolExecutor(
-          runs_per_device, thread_name_prefix=f'sweep-{device}')
-      for device in dict.fromkeys(device for _, device in assignments)
+    device: concurrent.futures.ThreadPoolExecutor(
+      runs_per_device, thread_name_prefix=f"sweep-{device}"
+    )
+    for device in dict.fromkeys(device for _, device in assignments)
   }
   codes = {}
   try:
     futures = {
-        pools[device].submit(run_one, experiment, device, runs_per_device,
-                             trainer_module): experiment
-        for experiment, device in assignments
+      pools[device].submit(
+        run_one, experiment, device, runs_per_device, trainer_module
+      ): experiment
+      for experiment, device in assignments
     }
     for future in concurrent.futures.as_completed(futures):
       experiment = futures[future]
       codes[experiment] = future.result()
-      logging.info('[%d/%d] exit code %d: %s', len(codes), len(futures),
-                   codes[experiment], experiment.workdir)
+      logging.info(
+        "[%d/%d] exit code %d: %s",
+        len(codes),
+        len(futures),
+        codes[experiment],
+        experiment.workdir,
+      )
   finally:
     for pool in pools.values():  # After Ctrl-C, start nothing new.
       pool.shutdown(cancel_futures=True)

@@ -19,42 +19,41 @@ from gevb_jax import grid
 from gevb_jax import workdir as run_folder
 
 # Config keys that every experiment sets itself; overrides may not.
-RESERVED_KEYS = ('model.arch', 'model.vectorized', 'model.nonneg', 'rule',
-                 'seed')
+RESERVED_KEYS = ("model.arch", "model.vectorized", "model.nonneg", "rule", "seed")
 
 
-_KEY = re.compile(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*')
+_KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 
 
 def _check_list(name, values, valid):
   """Raises ValueError unless `values` lists distinct `valid` items."""
-  choices = ', '.join(json.dumps(v) for v in valid)
+  choices = ", ".join(json.dumps(v) for v in valid)
   if not isinstance(values, (list, tuple)) or not values:
-    raise ValueError(
-        f'{name} must be a non-empty list of {choices}; got {values!r}')
+    raise ValueError(f"{name} must be a non-empty list of {choices}; got {values!r}")
   for value in values:
     if type(value) is not type(valid[0]) or value not in valid:
-      raise ValueError(f'bad {name} value {value!r}; valid choices: {choices}')
+      raise ValueError(f"bad {name} value {value!r}; valid choices: {choices}")
   if len(set(values)) < len(values):
-    raise ValueError(f'{name} lists a value twice: {values!r}')
+    raise ValueError(f"{name} lists a value twice: {values!r}")
 
 
 def _check_key(key):
   """Raises ValueError unless `key` is a config key that overrides may set."""
   if not _KEY.fullmatch(key):
-    raise ValueError(
-        f'bad config key {key!r}: expected a dotted name like model.width')
+    raise ValueError(f"bad config key {key!r}: expected a dotted name like model.width")
   if key in RESERVED_KEYS:
     raise ValueError(
-        f'config key {key!r} is set per experiment by the grid and --seeds; '
-        f'overrides may not set any of {", ".join(RESERVED_KEYS)}')
+      f"config key {key!r} is set per experiment by the grid and --seeds; "
+      f"overrides may not set any of {', '.join(RESERVED_KEYS)}"
+    )
 
 
 def _kinds(values):
   """Grid-file kinds with the old short names ("vec", "conv") spelled out."""
   if isinstance(values, (list, tuple)):
-    return tuple(grid.OLD_KIND_NAMES.get(v, v) if isinstance(v, str) else v
-                 for v in values)
+    return tuple(
+      grid.OLD_KIND_NAMES.get(v, v) if isinstance(v, str) else v for v in values
+    )
   return values
 
 
@@ -65,6 +64,7 @@ class Grid:
   Kinds are "vectorized" and "conventional" (``grid.KINDS``); the old names "vec" and
   "conv" are read as those.
   """
+
   config: str
   archs: Sequence[str] = grid.ARCHS
   kinds: Sequence[str] = grid.KINDS
@@ -76,8 +76,9 @@ class Grid:
   def __post_init__(self):
     if not isinstance(self.config, str) or not self.config.endswith(".py"):
       raise ValueError(
-          'config must name a .py config file, e.g. "configs/default.py"; '
-          f"got {self.config!r}")
+        'config must name a .py config file, e.g. "configs/default.py"; '
+        f"got {self.config!r}"
+      )
     _check_list("archs", self.archs, grid.ARCHS)
     object.__setattr__(self, "kinds", _kinds(self.kinds))
     _check_list("kinds", self.kinds, grid.KINDS)
@@ -88,17 +89,20 @@ class Grid:
     object.__setattr__(self, "rules", rules)
     for kind, kind_rules in rules.items():
       if kind not in self.kinds:
-        raise ValueError(f"rules given for kind {kind!r}, which is not in "
-                         f"kinds {list(self.kinds)}")
+        raise ValueError(
+          f"rules given for kind {kind!r}, which is not in kinds {list(self.kinds)}"
+        )
       _check_list(f"rules for kind {kind!r}", kind_rules, grid.RULES[kind])
     if not isinstance(self.overrides, Mapping):
       raise ValueError(
-          f"overrides must map config keys to values; got {self.overrides!r}")
+        f"overrides must map config keys to values; got {self.overrides!r}"
+      )
     for key, value in self.overrides.items():
       _check_key(key)
       if not isinstance(value, (str, int, float)):
-        raise ValueError(f"override {key!r} must be a string, number or "
-                         f"boolean; got {value!r}")
+        raise ValueError(
+          f"override {key!r} must be a string, number or boolean; got {value!r}"
+        )
 
   def rules_for(self, kind):
     """The rules swept for networks of ``kind`` ("vectorized" or "conventional")."""
@@ -106,8 +110,8 @@ class Grid:
 
 
 GRIDS = {
-    "table1": Grid("configs/mnist.py"),  # Table 1: MNIST.
-    "table2": Grid("configs/cifar.py"),  # Table 2: CIFAR-10.
+  "table1": Grid("configs/mnist.py"),  # Table 1: MNIST.
+  "table2": Grid("configs/cifar.py"),  # Table 2: CIFAR-10.
 }
 
 
@@ -117,30 +121,32 @@ def load_grid(name):
     return GRIDS[name]
   path = pathlib.Path(name)
   if not path.is_file():
-    what = 'grid file not found' if path.suffix == '.json' else 'unknown grid'
-    raise ValueError(f'{what}: {name!r}; valid choices: '
-                     f'{", ".join(GRIDS)} or a grid .json file')
+    what = "grid file not found" if path.suffix == ".json" else "unknown grid"
+    raise ValueError(
+      f"{what}: {name!r}; valid choices: {', '.join(GRIDS)} or a grid .json file"
+    )
   try:
     spec = json.loads(path.read_text())
   except json.JSONDecodeError as e:
-    raise ValueError(f'grid file {name}: not valid JSON ({e})') from None
-  if not isinstance(spec, dict) or 'config' not in spec:
-    raise ValueError(
-        f'grid file {name}: expected a JSON object with a "config" key')
+    raise ValueError(f"grid file {name}: not valid JSON ({e})") from None
+  if not isinstance(spec, dict) or "config" not in spec:
+    raise ValueError(f'grid file {name}: expected a JSON object with a "config" key')
   keys = [field.name for field in dataclasses.fields(Grid)]
   for key in spec:
     if key not in keys:
-      raise ValueError(f'grid file {name}: unknown key {key!r}; '
-                       f'valid keys: {", ".join(keys)}')
+      raise ValueError(
+        f"grid file {name}: unknown key {key!r}; valid keys: {', '.join(keys)}"
+      )
   try:
     return Grid(**spec)
   except ValueError as e:
-    raise ValueError(f'grid file {name}: {e}') from None
+    raise ValueError(f"grid file {name}: {e}") from None
 
 
 @dataclasses.dataclass(frozen=True)
 class Job:
   """One training run: an experiment of the grid with its config, seed and workdir."""
+
   experiment: grid.Experiment
   config: str
   seed: int
@@ -160,15 +166,17 @@ class Job:
     """The command line that trains (or resumes) this job."""
     e = self.experiment
     return [
-        sys.executable, "-m", trainer_module,
-        f"--config={self.config}",
-        f"--workdir={self.workdir}",
-        f"--config.model.arch={e.arch}",
-        f"--config.model.vectorized={e.vectorized}",
-        f"--config.model.nonneg={e.nonneg}",
-        f"--config.rule={e.rule}",
-        f"--config.seed={self.seed}",
-        *(f"--config.{key}={value}" for key, value in self.overrides),
+      sys.executable,
+      "-m",
+      trainer_module,
+      f"--config={self.config}",
+      f"--workdir={self.workdir}",
+      f"--config.model.arch={e.arch}",
+      f"--config.model.vectorized={e.vectorized}",
+      f"--config.model.nonneg={e.nonneg}",
+      f"--config.rule={e.rule}",
+      f"--config.seed={self.seed}",
+      *(f"--config.{key}={value}" for key, value in self.overrides),
     ]
 
 
@@ -189,12 +197,24 @@ def plan(sweep_grid, seeds, root, overrides=None):
   merged = {**sweep_grid.overrides, **(overrides or {})}
   items = tuple((key, str(value)) for key, value in merged.items())
   dataset_dir = pathlib.Path(root) / pathlib.PurePath(sweep_grid.config).stem
-  experiments = [grid.Experiment(arch, kind == "vectorized", nonneg, rule)
-                 for arch in sweep_grid.archs for kind in sweep_grid.kinds
-                 for nonneg in sweep_grid.nonneg for rule in sweep_grid.rules_for(kind)]
-  return [Job(experiment=e, config=sweep_grid.config, seed=seed,
-              workdir=dataset_dir / e.name / f"seed{seed}", overrides=items)
-          for seed in range(seeds) for e in experiments]
+  experiments = [
+    grid.Experiment(arch, kind == "vectorized", nonneg, rule)
+    for arch in sweep_grid.archs
+    for kind in sweep_grid.kinds
+    for nonneg in sweep_grid.nonneg
+    for rule in sweep_grid.rules_for(kind)
+  ]
+  return [
+    Job(
+      experiment=e,
+      config=sweep_grid.config,
+      seed=seed,
+      workdir=dataset_dir / e.name / f"seed{seed}",
+      overrides=items,
+    )
+    for seed in range(seeds)
+    for e in experiments
+  ]
 
 
 def adopt_old_folders(jobs):
@@ -214,12 +234,12 @@ def parse_overrides(items):
   """Parses `--set key=value` items into a {key: value} dict."""
   overrides = {}
   for item in items:
-    key, sep, value = item.partition('=')
+    key, sep, value = item.partition("=")
     try:
       if not sep:
-        raise ValueError('expected key=value, e.g. --set num_epochs=2')
+        raise ValueError("expected key=value, e.g. --set num_epochs=2")
       _check_key(key)
     except ValueError as e:
-      raise ValueError(f'bad --set {item!r}: {e}') from None
+      raise ValueError(f"bad --set {item!r}: {e}") from None
     overrides[key] = value
   return overrides

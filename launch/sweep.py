@@ -71,39 +71,42 @@ import shutil
 import subprocess
 import sys
 
-from absl import app
-from absl import flags
-from absl import logging
+from absl import app, flags, logging
 
 from launch import local, planning, slurm
 
 flags.DEFINE_list(
-    'grid', None,
-    "'table1' (MNIST), 'table2' (CIFAR-10) or a grid JSON file; "
-    'comma-separate several to sweep them together.')
-flags.DEFINE_integer('seeds', 5, 'Runs seeds 0, ..., seeds - 1.',
-                     lower_bound=1)
-flags.DEFINE_string('root', None, 'Directory that holds all the workdirs.')
+  "grid",
+  None,
+  "'table1' (MNIST), 'table2' (CIFAR-10) or a grid JSON file; "
+  "comma-separate several to sweep them together.",
+)
+flags.DEFINE_integer("seeds", 5, "Runs seeds 0, ..., seeds - 1.", lower_bound=1)
+flags.DEFINE_string("root", None, "Directory that holds all the workdirs.")
 flags.DEFINE_string(
-    'gpus', local.CPU,
-    "Comma-separated GPU ids for --backend=local; 'cpu' or empty: CPU only.")
+  "gpus",
+  local.CPU,
+  "Comma-separated GPU ids for --backend=local; 'cpu' or empty: CPU only.",
+)
 flags.DEFINE_integer(
-    'runs_per_gpu', 1, 'Concurrent runs per GPU (in all, for CPU only).',
-    lower_bound=1)
-flags.DEFINE_bool('dry-run', False, 'Print the plan and run nothing.')
-flags.DEFINE_enum('backend', 'local', ['local', 'slurm'], 'Where to run.')
-flags.DEFINE_bool('submit', False, 'With --backend=slurm: sbatch the script.')
+  "runs_per_gpu", 1, "Concurrent runs per GPU (in all, for CPU only).", lower_bound=1
+)
+flags.DEFINE_bool("dry-run", False, "Print the plan and run nothing.")
+flags.DEFINE_enum("backend", "local", ["local", "slurm"], "Where to run.")
+flags.DEFINE_bool("submit", False, "With --backend=slurm: sbatch the script.")
 flags.DEFINE_multi_string(
-    'set', [], 'Config override key=value, e.g. num_epochs=2; repeatable.')
-flags.DEFINE_string('trainer_module', 'gevb_jax.main',
-                    'Module that `python -m` runs for each experiment.')
-flags.DEFINE_string('slurm_partition', '',
-                    "SLURM partition (default: the cluster's).")
-flags.DEFINE_string('slurm_time', '24:00:00', 'SLURM time limit per run.')
-flags.DEFINE_integer('slurm_cpus', 8, 'SLURM CPUs per run.', lower_bound=1)
-flags.DEFINE_integer('slurm_max_parallel', 32,
-                     'Most SLURM array tasks running at once.', lower_bound=1)
-flags.mark_flags_as_required(['grid', 'root'])
+  "set", [], "Config override key=value, e.g. num_epochs=2; repeatable."
+)
+flags.DEFINE_string(
+  "trainer_module", "gevb_jax.main", "Module that `python -m` runs for each experiment."
+)
+flags.DEFINE_string("slurm_partition", "", "SLURM partition (default: the cluster's).")
+flags.DEFINE_string("slurm_time", "24:00:00", "SLURM time limit per run.")
+flags.DEFINE_integer("slurm_cpus", 8, "SLURM CPUs per run.", lower_bound=1)
+flags.DEFINE_integer(
+  "slurm_max_parallel", 32, "Most SLURM array tasks running at once.", lower_bound=1
+)
+flags.mark_flags_as_required(["grid", "root"])
 
 FLAGS = flags.FLAGS
 
@@ -114,75 +117,94 @@ def experiments_from_flags():
   for grid in grids:
     if not os.path.isfile(grid.config):
       raise ValueError(
-          f'config file {grid.config!r} not found from {os.getcwd()}; '
-          'run the sweep from the repository root')
+        f"config file {grid.config!r} not found from {os.getcwd()}; "
+        "run the sweep from the repository root"
+      )
   overrides = planning.parse_overrides(FLAGS.set)
-  experiments = [e for grid in grids
-                 for e in planning.plan(grid, FLAGS.seeds, FLAGS.root, overrides)]
+  experiments = [
+    e for grid in grids for e in planning.plan(grid, FLAGS.seeds, FLAGS.root, overrides)
+  ]
   counts = collections.Counter(e.workdir for e in experiments)
   repeated = [workdir for workdir, count in counts.items() if count > 1]
   if repeated:
-    raise ValueError(
-        f'--grid={",".join(FLAGS.grid)} plans {repeated[0]} more than once')
+    raise ValueError(f"--grid={','.join(FLAGS.grid)} plans {repeated[0]} more than once")
   return planning.adopt_old_folders(experiments)
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError('Too many command-line arguments.')
+    raise app.UsageError("Too many command-line arguments.")
   try:
     experiments = experiments_from_flags()
     devices = local.parse_gpus(FLAGS.gpus)
-    if FLAGS.submit and FLAGS.backend != 'slurm':
-      raise ValueError('--submit needs --backend=slurm')
+    if FLAGS.submit and FLAGS.backend != "slurm":
+      raise ValueError("--submit needs --backend=slurm")
   except ValueError as e:
-    sys.exit(f'sweep: {e}')
+    sys.exit(f"sweep: {e}")
 
   pending = [e for e in experiments if not e.finished()]
   assignments = [(e, devices[i % len(devices)]) for i, e in enumerate(pending)]
-  if FLAGS['dry-run'].value:
-    if FLAGS.backend == 'slurm':
-      slots = {e: f'array{i}' for i, e in enumerate(pending)}
+  if FLAGS["dry-run"].value:
+    if FLAGS.backend == "slurm":
+      slots = {e: f"array{i}" for i, e in enumerate(pending)}
     else:
-      slots = {e: d if d == local.CPU else f'gpu{d}' for e, d in assignments}
+      slots = {e: d if d == local.CPU else f"gpu{d}" for e, d in assignments}
     for e in experiments:
-      print(f'{"pending" if e in slots else "done":7}  '
-            f'{slots.get(e, "-"):8}  '
-            f'{shlex.join(e.command(FLAGS.trainer_module))}')
-    print(f'{len(experiments)} experiments: {len(pending)} pending, '
-          f'{len(experiments) - len(pending)} done')
+      print(
+        f"{'pending' if e in slots else 'done':7}  "
+        f"{slots.get(e, '-'):8}  "
+        f"{shlex.join(e.command(FLAGS.trainer_module))}"
+      )
+    print(
+      f"{len(experiments)} experiments: {len(pending)} pending, "
+      f"{len(experiments) - len(pending)} done"
+    )
     return 0
   if not pending:
-    print(f'All {len(experiments)} experiments are done; nothing to run.')
+    print(f"All {len(experiments)} experiments are done; nothing to run.")
     return 0
 
-  if FLAGS.backend == 'slurm':
+  if FLAGS.backend == "slurm":
     script = slurm.write_slurm(
-        pending, FLAGS.root, FLAGS.trainer_module,
-        partition=FLAGS.slurm_partition, time_limit=FLAGS.slurm_time,
-        cpus=FLAGS.slurm_cpus, max_parallel=FLAGS.slurm_max_parallel)
-    print(f'Wrote {script} for {len(pending)} pending experiments '
-          f'({len(experiments) - len(pending)} done).')
+      pending,
+      FLAGS.root,
+      FLAGS.trainer_module,
+      partition=FLAGS.slurm_partition,
+      time_limit=FLAGS.slurm_time,
+      cpus=FLAGS.slurm_cpus,
+      max_parallel=FLAGS.slurm_max_parallel,
+    )
+    print(
+      f"Wrote {script} for {len(pending)} pending experiments "
+      f"({len(experiments) - len(pending)} done)."
+    )
     if not FLAGS.submit:
       return 0
-    if shutil.which('sbatch') is None:
-      sys.exit('sweep: --submit needs `sbatch` on PATH and found none; '
-               f'submit {script} from a SLURM login node')
-    return subprocess.run(['sbatch', str(script)], check=False).returncode
+    if shutil.which("sbatch") is None:
+      sys.exit(
+        "sweep: --submit needs `sbatch` on PATH and found none; "
+        f"submit {script} from a SLURM login node"
+      )
+    return subprocess.run(["sbatch", str(script)], check=False).returncode
 
-  logging.info('Running %d of %d experiments on %s, %d at a time each.',
-               len(pending), len(experiments), ','.join(devices),
-               FLAGS.runs_per_gpu)
+  logging.info(
+    "Running %d of %d experiments on %s, %d at a time each.",
+    len(pending),
+    len(experiments),
+    ",".join(devices),
+    FLAGS.runs_per_gpu,
+  )
   codes = local.run_local(assignments, FLAGS.runs_per_gpu, FLAGS.trainer_module)
   failed = [e for e in pending if codes[e] != 0 or not e.finished()]
-  print(f'{len(pending) - len(failed)} done, {len(failed)} failed, '
-        f'{len(experiments) - len(pending)} skipped (already done).')
+  print(
+    f"{len(pending) - len(failed)} done, {len(failed)} failed, "
+    f"{len(experiments) - len(pending)} skipped (already done)."
+  )
   for e in failed:
-    reason = (f'exit code {codes[e]}' if codes[e]
-              else 'exit code 0 but no summary.json')
-    print(f'FAILED  {e.log}  ({reason})')
+    reason = f"exit code {codes[e]}" if codes[e] else "exit code 0 but no summary.json"
+    print(f"FAILED  {e.log}  ({reason})")
   return 1 if failed else 0
 
 
-if __name__ == '__main__':
+if __name__ == "__main__":
   app.run(main)

@@ -1,10 +1,9 @@
 """Tests for gevb_jax.clusters."""
 
-from hypothesis import given
-from hypothesis import settings
-from hypothesis import strategies as st
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gevb_jax import clusters
 
@@ -12,8 +11,7 @@ from gevb_jax import clusters
 def _brute_force_quality(x, labels):
   """Q from an explicit N x N distance matrix, pairs i = j included."""
   d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-  within = [d2[np.ix_(labels == c, labels == c)].mean()
-            for c in np.unique(labels)]
+  within = [d2[np.ix_(labels == c, labels == c)].mean() for c in np.unique(labels)]
   return 1.0 - np.mean(within) / d2.mean()
 
 
@@ -61,14 +59,17 @@ def test_quality_below_minus_one_for_small_spread_class():
   assert clusters.cluster_quality_squared(x, labels) < -1.0
 
 
-@pytest.mark.parametrize('seed', range(5))
+@pytest.mark.parametrize("seed", range(5))
 def test_quality_matches_brute_force(seed):
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(30, 3))
   labels = rng.integers(0, 4, size=30)
   np.testing.assert_allclose(
-      clusters.cluster_quality_squared(x, labels), _brute_force_quality(x, labels),
-      rtol=1e-10, atol=1e-12)
+    clusters.cluster_quality_squared(x, labels),
+    _brute_force_quality(x, labels),
+    rtol=1e-10,
+    atol=1e-12,
+  )
 
 
 def test_separated_clusters_beat_shuffled_labels():
@@ -88,11 +89,12 @@ def test_quality_invariant_to_similarity_transforms():
   q = clusters.cluster_quality_squared(x, labels)
   for transformed in (x + rng.normal(size=4) * 100, 0.01 * x, x @ rotation):
     np.testing.assert_allclose(
-        clusters.cluster_quality_squared(transformed, labels), q, rtol=1e-9)
+      clusters.cluster_quality_squared(transformed, labels), q, rtol=1e-9
+    )
 
 
 def test_quality_rejects_coincident_points():
-  with pytest.raises(ValueError, match='coincide'):
+  with pytest.raises(ValueError, match="coincide"):
     clusters.cluster_quality_squared(np.ones((4, 2)), np.array([0, 0, 1, 1]))
 
 
@@ -117,23 +119,25 @@ def test_tsne_embedding_tiny_input():
 def test_scatter_png_writes_png(tmp_path):
   rng = np.random.default_rng(4)
   x, labels = _gaussian_clusters(rng, 3, 10, 2, spread=1.0)
-  path = tmp_path / 'tsne.png'
-  clusters.scatter_png(x, labels, str(path), 'GEVB+ after training')
-  assert path.read_bytes().startswith(b'\x89PNG\r\n\x1a\n')
+  path = tmp_path / "tsne.png"
+  clusters.scatter_png(x, labels, str(path), "GEVB+ after training")
+  assert path.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
 
 
 def _brute_force_rms_quality(x, labels):
   """Fig. 3B's score from pairwise distances: 1 - mean_c RMS_c / RMS, RMS over
   distinct pairs (the notebook's sqrt(2 sum var), ddof=1, written out)."""
+
   def rms(points):
     d = np.linalg.norm(points[:, None] - points[None], axis=-1)
     n = len(points)
-    return np.sqrt(np.sum(d ** 2) / (n * (n - 1)))
+    return np.sqrt(np.sum(d**2) / (n * (n - 1)))
+
   within = [rms(x[labels == c]) for c in np.unique(labels)]
   return 1.0 - np.mean(within) / rms(x)
 
 
-@pytest.mark.parametrize('seed', range(5))
+@pytest.mark.parametrize("seed", range(5))
 def test_fig3b_quality_matches_brute_force_and_differs_from_the_text(seed):
   rng = np.random.default_rng(seed)
   x = rng.normal(size=(30, 3)) + 2.0 * rng.integers(0, 2, size=(30, 1))
@@ -150,7 +154,8 @@ def test_fig3b_quality_leaves_out_single_point_classes():
   labels = np.array([0, 0, 1, 1, 2])
   # Classes 0 and 1 have RMS_c = 1; class 2 is left out; RMS runs over all 5 points.
   overall = np.sqrt(2 * x.var(ddof=1))
-  np.testing.assert_allclose(clusters.cluster_quality_rms(x, labels),
-                             1.0 - 1.0 / overall, rtol=1e-12)
-  with pytest.raises(ValueError, match='no class has two points'):
+  np.testing.assert_allclose(
+    clusters.cluster_quality_rms(x, labels), 1.0 - 1.0 / overall, rtol=1e-12
+  )
+  with pytest.raises(ValueError, match="no class has two points"):
     clusters.cluster_quality_rms(x[:3], np.array([0, 1, 2]))

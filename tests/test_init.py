@@ -13,9 +13,8 @@ import pytest
 import scipy.optimize
 
 import gevb_jax
-from gevb_jax import init
+from gevb_jax import init, models
 from gevb_jax import layers as L
-from gevb_jax import models
 
 K = 5
 INPUT = (8, 8, 1)
@@ -25,15 +24,26 @@ HALF = {"fc": (64, 32), "conv": (16, 8, 32), "lc": (8, 8, 32)}
 PAIRS = [("fc", True), ("conv", True), ("lc", True), ("fc", False)]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _pair(arch, vectorized):
   """(half mixed-sign net, its variables, ON/OFF net of twice the width, its variables),
   both initialised from the same key."""
-  half = gevb_jax.make_network(arch, input_shape=INPUT, num_classes=K,
-                               vectorized=vectorized, nonneg=False, widths=HALF[arch])
-  full = gevb_jax.make_network(arch, input_shape=INPUT, num_classes=K,
-                               vectorized=vectorized, nonneg=True,
-                               widths=tuple(2 * w for w in HALF[arch]))
+  half = gevb_jax.make_network(
+    arch,
+    input_shape=INPUT,
+    num_classes=K,
+    vectorized=vectorized,
+    nonneg=False,
+    widths=HALF[arch],
+  )
+  full = gevb_jax.make_network(
+    arch,
+    input_shape=INPUT,
+    num_classes=K,
+    vectorized=vectorized,
+    nonneg=True,
+    widths=tuple(2 * w for w in HALF[arch]),
+  )
   # init's logic does not depend on the PRNG implementation; "rbg" keys compile several
   # times faster than threefry on CPU (the activation-scale test uses the default).
   key = jax.random.key(7, impl="rbg")
@@ -52,9 +62,15 @@ def _hidden_activations(net, variables, x):
     if info.readout:
       break
     if hasattr(info.layer, "lin"):
-      a, _ = L.weighted_forward(info.layer, variables["params"][info.name],
-                                variables["fixed"][info.name], a, net.num_components,
-                                info.first, False)
+      a, _ = L.weighted_forward(
+        info.layer,
+        variables["params"][info.name],
+        variables["fixed"][info.name],
+        a,
+        net.num_components,
+        info.first,
+        False,
+      )
       out[info.name] = a
     else:
       a = L.apply_unweighted(info.layer, a, info.vectorized_input)
@@ -79,8 +95,9 @@ def _close(actual, expected):
   exact zeros and regroups partial sums): the error is bounded by
   ``fan_in * eps * sum|terms|``, fan_in <= 288 here, i.e. ~1e-5 of the magnitude."""
   actual, expected = np.asarray(actual), np.asarray(expected)
-  np.testing.assert_allclose(actual, expected, rtol=1e-5,
-                             atol=1e-5 * np.abs(expected).max())
+  np.testing.assert_allclose(
+    actual, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
+  )
 
 
 @pytest.mark.parametrize("arch,vectorized", PAIRS)
@@ -101,8 +118,8 @@ def test_on_off_net_contains_the_half_width_he_net(arch, vectorized):
     even, odd = _take(w, info.layer.in_axis, 0), _take(w, info.layer.in_axis, 1)
     assert (w >= 0).all()
     pairs = w.shape[-1] // 2
-    np.testing.assert_array_equal(odd[..., 1:2 * pairs:2], even[..., :2 * pairs:2])
-    np.testing.assert_array_equal(even[..., 1:2 * pairs:2], odd[..., :2 * pairs:2])
+    np.testing.assert_array_equal(odd[..., 1 : 2 * pairs : 2], even[..., : 2 * pairs : 2])
+    np.testing.assert_array_equal(even[..., 1 : 2 * pairs : 2], odd[..., : 2 * pairs : 2])
     np.testing.assert_array_equal(np.minimum(even[..., ::2], odd[..., ::2]), 0)
 
   # With the ON cells' gating vectors, the half net computes what the ON net computes.
@@ -120,8 +137,8 @@ def test_on_off_net_contains_the_half_width_he_net(arch, vectorized):
   for name, a in acts_full.items():
     a = np.asarray(a)
     assert np.abs(a).max() > 0
-    _close(a[..., ::2], acts_half[name])     # ON cells = the half net.
-    _close(a[..., 1::2], -a[..., ::2])       # OFF cells carry minus their ON partner.
+    _close(a[..., ::2], acts_half[name])  # ON cells = the half net.
+    _close(a[..., 1::2], -a[..., ::2])  # OFF cells carry minus their ON partner.
   # Without the substitution the gates differ and so do the outputs: the check above
   # depends on the gating vectors, it is not vacuous.
   if vectorized:
@@ -166,15 +183,15 @@ def _true_fan_in(kind, w_shape, first):
   if kind == "dense":
     return w_shape[0]
   if kind == "conv":
-    return math.prod(w_shape[:3])     # (k, k, C_in, C_out)
-  return math.prod(w_shape[2:5])      # (Ho, Wo, C_in, k, k, C_out)
+    return math.prod(w_shape[:3])  # (k, k, C_in, C_out)
+  return math.prod(w_shape[2:5])  # (Ho, Wo, C_in, k, k, C_out)
 
 
 def _assert_std(samples, std):
   """Sample std of N i.i.d. Gaussians has standard error std / sqrt(2N); 5 of those
   bound a false failure at ~1e-6 for any seed."""
   samples = np.asarray(samples, np.float64).ravel()
-  ratio = np.sqrt(np.mean(samples ** 2)) / std
+  ratio = np.sqrt(np.mean(samples**2)) / std
   assert abs(ratio - 1) < 5 / np.sqrt(2 * samples.size), (ratio, samples.size)
   assert abs(samples.mean()) < 5 * std / np.sqrt(samples.size)
 
@@ -197,16 +214,19 @@ def test_he_scale_and_first_layer_scale(arch, vectorized):
       w_half = _half_kernel(info, w)
       _assert_std(w_half, math.sqrt(4.0 / fan_in))
       pairs = max(w.shape[-1] // 2, 1)  # Paired outputs, or the single readout unit.
-      np.testing.assert_allclose(np.mean(w[..., :2 * pairs].astype(np.float64) ** 2),
-                                 np.mean(w_half[..., :pairs].astype(np.float64) ** 2) / 2,
-                                 rtol=1e-6)
+      np.testing.assert_allclose(
+        np.mean(w[..., : 2 * pairs].astype(np.float64) ** 2),
+        np.mean(w_half[..., :pairs].astype(np.float64) ** 2) / 2,
+        rtol=1e-6,
+      )
 
 
 @hypothesis.settings(deadline=None, max_examples=8)
 @hypothesis.given(n=st.integers(6, 10), seed=st.integers(0, 2**31 - 1))
 def test_on_off_spectrum_is_the_union_of_w_tilde_and_abs_w_tilde(n, seed):
-  w = init.on_off_kernel(jax.random.key(seed), (2 * n, 2 * n), 2 * n, in_axis=0,
-                         first=False)
+  w = init.on_off_kernel(
+    jax.random.key(seed), (2 * n, 2 * n), 2 * n, in_axis=0, first=False
+  )
   w = np.asarray(w, np.float64)
   w_tilde = w[::2, ::2] - w[1::2, ::2]
   lam = np.linalg.eigvals(w)
@@ -228,13 +248,16 @@ def test_on_off_spectrum_is_the_union_of_w_tilde_and_abs_w_tilde(n, seed):
 
 
 def _rms_per_layer(net, variables, x):
-  return [float(jnp.sqrt(jnp.mean(a ** 2)))
-          for a in _hidden_activations(net, variables, x).values()]
+  return [
+    float(jnp.sqrt(jnp.mean(a**2)))
+    for a in _hidden_activations(net, variables, x).values()
+  ]
 
 
 def test_activation_scale_is_bounded_over_depth():
-  net = models.Network((L.Flatten(), *[L.Dense(256)] * 8, L.Dense(1)), INPUT, 10,
-                       True, True)
+  net = models.Network(
+    (L.Flatten(), *[L.Dense(256)] * 8, L.Dense(1)), INPUT, 10, True, True
+  )
   variables = net.init(jax.random.key(0))
   x = _inputs(batch=64)
   rms = _rms_per_layer(net, variables, x)
@@ -252,8 +275,9 @@ def test_activation_scale_is_bounded_over_depth():
   for info in net.hidden[1:]:  # (The readout does not affect hidden activations.)
     w = np.asarray(params[info.name]["w"])
     iid = np.abs(rng.standard_normal(w.shape)) * np.sqrt(2.0 / w.shape[0])
-    np.testing.assert_allclose(np.mean(iid ** 2), np.mean(w.astype(np.float64) ** 2),
-                               rtol=0.1)  # Same second moment: s.e. ~1 % each.
+    np.testing.assert_allclose(
+      np.mean(iid**2), np.mean(w.astype(np.float64) ** 2), rtol=0.1
+    )  # Same second moment: s.e. ~1 % each.
     params[info.name] = {**params[info.name], "w": jnp.asarray(iid, jnp.float32)}
   grown = _rms_per_layer(net, {**variables, "params": params}, x)
   assert grown[-1] / grown[0] > 100, grown

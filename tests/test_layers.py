@@ -36,25 +36,37 @@ def _one_hot_inputs(x, k):
 
 def _shared_kernel(layer, w1, k):
   """The later-layer (weight-shared) kernel on the K * C_in one-hot inputs."""
-  if layer.kind == "dense":      # (n0, K, C_out) -> ((nu, j), C_out)
+  if layer.kind == "dense":  # (n0, K, C_out) -> ((nu, j), C_out)
     return w1.transpose(1, 0, 2).reshape(-1, w1.shape[-1])
-  if layer.kind == "conv":       # (kh, kw, C_in, K, C_out) -> (kh, kw, (nu, c), C_out)
+  if layer.kind == "conv":  # (kh, kw, C_in, K, C_out) -> (kh, kw, (nu, c), C_out)
     return w1.transpose(0, 1, 3, 2, 4).reshape(*w1.shape[:2], -1, w1.shape[-1])
   # (Ho, Wo, C_in, k, k, K, C_out) -> (Ho, Wo, (nu, c), k, k, C_out)
   ho, wo, _, kh, kw, _, c_out = w1.shape
   return w1.transpose(0, 1, 5, 2, 3, 4, 6).reshape(ho, wo, -1, kh, kw, c_out)
 
 
-_SPATIAL = [(3, 1, 1), (3, 2, 1), (2, 2, 0), (5, 1, 2), (3, 2, 0)]  # (kernel, stride, pad)
+_SPATIAL = [
+  (3, 1, 1),
+  (3, 2, 1),
+  (2, 2, 0),
+  (5, 1, 2),
+  (3, 2, 0),
+]  # (kernel, stride, pad)
 
 
 @pytest.mark.parametrize("kind", ["dense", "conv", "lc"])
 @hypothesis.settings(deadline=None, max_examples=6)
-@hypothesis.given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 4),
-                  c_in=st.integers(1, 3), c_out=st.integers(1, 4),
-                  size=st.sampled_from([5, 7]), spatial=st.sampled_from(_SPATIAL))
-def test_first_layer_equals_one_hot_vector_inputs(kind, seed, k, c_in, c_out, size,
-                                                  spatial):
+@hypothesis.given(
+  seed=st.integers(0, 2**31 - 1),
+  k=st.integers(1, 4),
+  c_in=st.integers(1, 3),
+  c_out=st.integers(1, 4),
+  size=st.sampled_from([5, 7]),
+  spatial=st.sampled_from(_SPATIAL),
+)
+def test_first_layer_equals_one_hot_vector_inputs(
+  kind, seed, k, c_in, c_out, size, spatial
+):
   rng = np.random.default_rng(seed)
   kernel, stride, pad = spatial
   if kind == "dense":
@@ -76,8 +88,9 @@ def test_first_layer_equals_one_hot_vector_inputs(kind, seed, k, c_in, c_out, si
   w_shared = _shared_kernel(layer, w1, k)
   expanded_in = (*in_shape[:-1], k * in_shape[-1])
   assert w_shared.shape == layer.kernel_shape(expanded_in)
-  expanded = np.asarray(L.linear(layer, jnp.asarray(w_shared), jnp.asarray(a0), k,
-                                 first=False))
+  expanded = np.asarray(
+    L.linear(layer, jnp.asarray(w_shared), jnp.asarray(a0), k, first=False)
+  )
   np.testing.assert_array_equal(first, expanded)  # Integer operands: exact.
 
   # And component mu is the plain layer with that component's own kernel.
@@ -89,20 +102,23 @@ def test_first_layer_equals_one_hot_vector_inputs(kind, seed, k, c_in, c_out, si
 # --- Locally connected layers with tied weights are convolutions -----------------------
 
 
-@pytest.mark.parametrize("kernel,stride,pad", [(3, 1, 1), (5, 1, 2), (2, 2, 0), (3, 2, 1)])
+@pytest.mark.parametrize(
+  "kernel,stride,pad", [(3, 1, 1), (5, 1, 2), (2, 2, 0), (3, 2, 1)]
+)
 def test_locally_connected_with_tied_kernels_is_a_convolution(kernel, stride, pad):
   rng = np.random.default_rng(kernel * 10 + stride + pad)
   x = _ints(rng, (2, 8, 8, 3))
   conv = L.Conv(4, kernel, stride, pad)
   lc = L.LocallyConnected(4, kernel, stride, pad)
-  w_conv = _ints(rng, conv.kernel_shape((8, 8, 3)))             # (k, k, C_in, C_out)
+  w_conv = _ints(rng, conv.kernel_shape((8, 8, 3)))  # (k, k, C_in, C_out)
   ho, wo, _ = lc.out_shape((8, 8, 3))
   tied = np.broadcast_to(w_conv.transpose(2, 0, 1, 3), (ho, wo, 3, kernel, kernel, 4))
   assert tied.shape == lc.kernel_shape((8, 8, 3))
   expected = np.asarray(conv.lin(jnp.asarray(w_conv), jnp.asarray(x)))
   chex.assert_shape(expected, (2, ho, wo, 4))
-  np.testing.assert_array_equal(np.asarray(lc.lin(jnp.asarray(tied), jnp.asarray(x))),
-                                expected)
+  np.testing.assert_array_equal(
+    np.asarray(lc.lin(jnp.asarray(tied), jnp.asarray(x))), expected
+  )
 
   # Unshared: a kernel living at one output position only touches that position.
   h0, w0 = ho - 1, wo // 2
@@ -114,23 +130,29 @@ def test_locally_connected_with_tied_kernels_is_a_convolution(kernel, stride, pa
   np.testing.assert_array_equal(out, 0)
 
 
-# --- The gated nonlinearity (Eqs. 7-8) and pooling ---------------------------------------
+# --- The gated nonlinearity (Eqs. 7-8) and pooling ------------------------------------
 
 
 def test_gate_is_open_at_zero():
   # Unit 0: t.h = 1 - 1 = 0, Theta(0) = 1, active. Unit 1: t.h = 1 - 2 < 0, inactive.
   h = jnp.array([[[1.0, 1.0], [1.0, -2.0]]])  # (B=1, K=2, C=2)
-  t = jnp.array([[1.0, 1.0], [-1.0, 1.0]])    # (K, C): t_0 = (1, -1), t_1 = (1, 1)
+  t = jnp.array([[1.0, 1.0], [-1.0, 1.0]])  # (K, C): t_0 = (1, -1), t_1 = (1, 1)
   a, mask = L.gate(h, t)
   np.testing.assert_array_equal(mask, [[True, False]])
   np.testing.assert_array_equal(a, [[[1.0, 0.0], [1.0, 0.0]]])
 
 
-@pytest.mark.parametrize("layer,in_shape", [
-    (L.Dense(6), (20,)), (L.Conv(6, 3, 1, 1), (5, 4, 2)),
-    (L.LocallyConnected(6, 3, 2, 1), (5, 4, 2))])
+@pytest.mark.parametrize(
+  "layer,in_shape",
+  [
+    (L.Dense(6), (20,)),
+    (L.Conv(6, 3, 1, 1), (5, 4, 2)),
+    (L.LocallyConnected(6, 3, 2, 1), (5, 4, 2)),
+  ],
+)
 def test_first_layer_t_dot_h_from_the_input_equals_the_sum_over_components(
-    layer, in_shape):
+  layer, in_shape
+):
   """t . h of the first layer computed as one map of the input with the t-weighted
   kernel equals the sum over K of t * h; with integer inputs and weights both are
   exact, so the gates agree everywhere."""
@@ -143,20 +165,25 @@ def test_first_layer_t_dot_h_from_the_input_equals_the_sum_over_components(
   x = _ints(rng, (3, *in_shape), bound=2)
   params = {"w": jnp.asarray(w), "b": jnp.asarray(b)}
   h = L.linear(layer, params["w"], jnp.asarray(x), k, True) + params["b"]
-  expected = sum(t[mu].reshape(*([1] * (h.ndim - 3)), 6) * np.asarray(h[:, mu])
-                 for mu in range(k))
+  expected = sum(
+    t[mu].reshape(*([1] * (h.ndim - 3)), 6) * np.asarray(h[:, mu]) for mu in range(k)
+  )
   got = L.first_layer_t_dot_h(layer, params, jnp.asarray(t), jnp.asarray(x))
   np.testing.assert_array_equal(got, expected)
   assert (expected > 0).any() and (expected < 0).any()
-  a, mask = L.weighted_forward(layer, params, {"t": jnp.asarray(t)}, jnp.asarray(x),
-                               k, True, False)
+  a, mask = L.weighted_forward(
+    layer, params, {"t": jnp.asarray(t)}, jnp.asarray(x), k, True, False
+  )
   np.testing.assert_array_equal(mask, expected >= 0)
   np.testing.assert_array_equal(a, np.asarray(h) * (expected >= 0)[:, None])
 
 
 @hypothesis.settings(deadline=None, max_examples=8)
-@hypothesis.given(seed=st.integers(0, 2**31 - 1), k=st.integers(1, 4),
-                  spatial=st.sampled_from([(), (3, 2)]))
+@hypothesis.given(
+  seed=st.integers(0, 2**31 - 1),
+  k=st.integers(1, 4),
+  spatial=st.sampled_from([(), (3, 2)]),
+)
 def test_gate_mask_is_per_unit_shared_over_positions_and_components(seed, k, spatial):
   rng = np.random.default_rng(seed)
   # Small integers make t.h == 0 frequent and every sum exact.
@@ -165,7 +192,7 @@ def test_gate_mask_is_per_unit_shared_over_positions_and_components(seed, k, spa
   a, mask = L.gate(jnp.asarray(h), jnp.asarray(t))
   chex.assert_shape(mask, (3, *spatial, 6))
   dots = np.zeros((3, *spatial, 6), np.float32)
-  for mu in range(k):                            # t.h with t per channel, all positions
+  for mu in range(k):  # t.h with t per channel, all positions
     dots += t[mu] * h[:, mu]
   np.testing.assert_array_equal(mask, dots >= 0)
   np.testing.assert_array_equal(a, h * (dots >= 0)[:, None])
@@ -190,7 +217,9 @@ def test_avg_pool_floors_odd_sizes_like_pytorch():
   xk = _ints(rng, (2, 4, 5, 7, 3))
   out_k = np.asarray(L.apply_unweighted(pool, jnp.asarray(xk), True))
   for mu in range(4):
-    np.testing.assert_array_equal(out_k[:, mu], np.asarray(pool.apply(jnp.asarray(xk[:, mu]))))
+    np.testing.assert_array_equal(
+      out_k[:, mu], np.asarray(pool.apply(jnp.asarray(xk[:, mu])))
+    )
 
 
 def test_flatten_keeps_channels_fastest():
@@ -200,7 +229,7 @@ def test_flatten_keeps_channels_fastest():
   np.testing.assert_array_equal(out[0, :4], x[0, 0, 0])  # ON/OFF channel pairs adjacent.
 
 
-# --- make_network: Tables 3-4 --------------------------------------------------------------
+# --- make_network: Tables 3-4 ---------------------------------------------------------
 
 
 def _shapes(net):
@@ -218,9 +247,12 @@ def _logits_shape(net, variables, batch=2):
 @pytest.mark.parametrize("arch", gevb_jax.ARCHS)
 def test_make_network_builds_every_arch_and_kind(input_shape, arch):
   for num_classes in (3, 10):
-    nets = {v: gevb_jax.make_network(arch, input_shape=input_shape,
-                                      num_classes=num_classes, vectorized=v, nonneg=True)
-            for v in (True, False)}
+    nets = {
+      v: gevb_jax.make_network(
+        arch, input_shape=input_shape, num_classes=num_classes, vectorized=v, nonneg=True
+      )
+      for v in (True, False)
+    }
     first = {}
     for vectorized, net in nets.items():
       k = num_classes if vectorized else 1
@@ -249,37 +281,43 @@ def _table(k, out):
   (vec_models.py:92), not Table 4's 512; the conventional one keeps 512."""
   lc_dense = 256 if k > 1 else 512
   return {
-      ("fc", (28, 28, 1)): {
-          "dense_0": ((784, k, 1024), (k, 1024)),
-          "dense_1": ((1024, 512), (k, 512)),
-          "readout": ((512, out), (k, out))},
-      ("conv", (28, 28, 1)): {
-          "conv_0": ((3, 3, 1, k, 64), (k, 1, 1, 64)),
-          "conv_1": ((3, 3, 64, 32), (k, 1, 1, 32)),
-          "dense_0": ((7 * 7 * 32, 1024), (k, 1024)),
-          "readout": ((1024, out), (k, out))},
-      ("lc", (28, 28, 1)): {
-          "lc_0": ((28, 28, 1, 3, 3, k, 32), (k, 28, 28, 32)),
-          "lc_1": ((14, 14, 32, 3, 3, 32), (k, 14, 14, 32)),
-          "dense_0": ((7 * 7 * 32, 1024), (k, 1024)),
-          "readout": ((1024, out), (k, out))},
-      ("fc", (32, 32, 3)): {
-          "dense_0": ((3072, k, 1024), (k, 1024)),
-          "dense_1": ((1024, 512), (k, 512)),
-          "dense_2": ((512, 512), (k, 512)),
-          "readout": ((512, out), (k, out))},
-      ("conv", (32, 32, 3)): {
-          "conv_0": ((5, 5, 3, k, 128), (k, 1, 1, 128)),
-          "conv_1": ((5, 5, 128, 64), (k, 1, 1, 64)),
-          "conv_2": ((2, 2, 64, 64), (k, 1, 1, 64)),
-          "dense_0": ((4 * 4 * 64, 1024), (k, 1024)),
-          "readout": ((1024, out), (k, out))},
-      ("lc", (32, 32, 3)): {
-          "lc_0": ((32, 32, 3, 5, 5, k, 64), (k, 32, 32, 64)),
-          "lc_1": ((16, 16, 64, 5, 5, 32), (k, 16, 16, 32)),
-          "lc_2": ((4, 4, 32, 2, 2, 32), (k, 4, 4, 32)),
-          "dense_0": ((4 * 4 * 32, lc_dense), (k, lc_dense)),
-          "readout": ((lc_dense, out), (k, out))},
+    ("fc", (28, 28, 1)): {
+      "dense_0": ((784, k, 1024), (k, 1024)),
+      "dense_1": ((1024, 512), (k, 512)),
+      "readout": ((512, out), (k, out)),
+    },
+    ("conv", (28, 28, 1)): {
+      "conv_0": ((3, 3, 1, k, 64), (k, 1, 1, 64)),
+      "conv_1": ((3, 3, 64, 32), (k, 1, 1, 32)),
+      "dense_0": ((7 * 7 * 32, 1024), (k, 1024)),
+      "readout": ((1024, out), (k, out)),
+    },
+    ("lc", (28, 28, 1)): {
+      "lc_0": ((28, 28, 1, 3, 3, k, 32), (k, 28, 28, 32)),
+      "lc_1": ((14, 14, 32, 3, 3, 32), (k, 14, 14, 32)),
+      "dense_0": ((7 * 7 * 32, 1024), (k, 1024)),
+      "readout": ((1024, out), (k, out)),
+    },
+    ("fc", (32, 32, 3)): {
+      "dense_0": ((3072, k, 1024), (k, 1024)),
+      "dense_1": ((1024, 512), (k, 512)),
+      "dense_2": ((512, 512), (k, 512)),
+      "readout": ((512, out), (k, out)),
+    },
+    ("conv", (32, 32, 3)): {
+      "conv_0": ((5, 5, 3, k, 128), (k, 1, 1, 128)),
+      "conv_1": ((5, 5, 128, 64), (k, 1, 1, 64)),
+      "conv_2": ((2, 2, 64, 64), (k, 1, 1, 64)),
+      "dense_0": ((4 * 4 * 64, 1024), (k, 1024)),
+      "readout": ((1024, out), (k, out)),
+    },
+    ("lc", (32, 32, 3)): {
+      "lc_0": ((32, 32, 3, 5, 5, k, 64), (k, 32, 32, 64)),
+      "lc_1": ((16, 16, 64, 5, 5, 32), (k, 16, 16, 32)),
+      "lc_2": ((4, 4, 32, 2, 2, 32), (k, 4, 4, 32)),
+      "dense_0": ((4 * 4 * 32, lc_dense), (k, lc_dense)),
+      "readout": ((lc_dense, out), (k, out)),
+    },
   }
 
 
@@ -287,8 +325,9 @@ def _table(k, out):
 @pytest.mark.parametrize("arch", gevb_jax.ARCHS)
 @pytest.mark.parametrize("vectorized", [True, False])
 def test_parameter_shapes_follow_tables_3_and_4(input_shape, arch, vectorized):
-  net = gevb_jax.make_network(arch, input_shape=input_shape, num_classes=10,
-                              vectorized=vectorized, nonneg=False)
+  net = gevb_jax.make_network(
+    arch, input_shape=input_shape, num_classes=10, vectorized=vectorized, nonneg=False
+  )
   k, out = (10, 1) if vectorized else (1, 10)
   expected = _table(k, out)[arch, input_shape]
   params = _shapes(net)["params"]
@@ -296,8 +335,14 @@ def test_parameter_shapes_follow_tables_3_and_4(input_shape, arch, vectorized):
 
 
 def test_widths_override_and_bad_arguments():
-  net = gevb_jax.make_network("conv", input_shape=(28, 28, 1), num_classes=10,
-                              vectorized=True, nonneg=True, widths=(6, 4, 16))
+  net = gevb_jax.make_network(
+    "conv",
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    vectorized=True,
+    nonneg=True,
+    widths=(6, 4, 16),
+  )
   params = _shapes(net)["params"]
   assert params["conv_0"]["w"] == (3, 3, 1, 10, 6)
   assert params["conv_1"]["w"] == (3, 3, 6, 4)
@@ -305,8 +350,15 @@ def test_widths_override_and_bad_arguments():
   assert params["readout"]["w"] == (16, 1)
 
   def make(arch="conv", input_shape=(28, 28, 1), widths=None, num_classes=10):
-    return gevb_jax.make_network(arch, input_shape=input_shape, num_classes=num_classes,
-                                 vectorized=True, nonneg=True, widths=widths)
+    return gevb_jax.make_network(
+      arch,
+      input_shape=input_shape,
+      num_classes=num_classes,
+      vectorized=True,
+      nonneg=True,
+      widths=widths,
+    )
+
   with pytest.raises(ValueError, match=r"even.*\[5\]"):
     make(widths=(6, 5, 16))
   with pytest.raises(ValueError, match=r"3 hidden weighted layers.*\(6, 4\)"):
@@ -323,8 +375,9 @@ def test_widths_override_and_bad_arguments():
 
 
 def _first_block_of(arch, input_shape):
-  net = gevb_jax.make_network(arch, input_shape=input_shape, num_classes=10,
-                              vectorized=True, nonneg=False)
+  net = gevb_jax.make_network(
+    arch, input_shape=input_shape, num_classes=10, vectorized=True, nonneg=False
+  )
   return net, net.info[0], net.info[1]
 
 
@@ -339,8 +392,9 @@ def test_fused_first_block_equals_layer_then_gate_then_pool(arch, input_shape):
   x = jax.random.uniform(jax.random.key(1), (5, *input_shape), minval=-1, maxval=1)
   a, mask = L.weighted_forward(first.layer, params, fixed, x, 10, True, False)
   expected = L.apply_unweighted(pool.layer, a, True)
-  got, got_mask = L.first_block(first.layer, pool.layer, params, fixed["t"], x, 10,
-                                chunk=2)
+  got, got_mask = L.first_block(
+    first.layer, pool.layer, params, fixed["t"], x, 10, chunk=2
+  )
   np.testing.assert_array_equal(got_mask, mask)
   assert got.shape == expected.shape == (5, 10, *pool.out_shape)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
@@ -348,56 +402,70 @@ def test_fused_first_block_equals_layer_then_gate_then_pool(arch, input_shape):
 
 
 def test_network_fuses_only_a_vnn_first_layer_whose_kernel_fits_in_cache():
-  fused = {(arch, shape, vec): gevb_jax.make_network(
-      arch, input_shape=shape, num_classes=10, vectorized=vec,
-      nonneg=True).info[0].fused_pool is not None
-           for arch in gevb_jax.ARCHS for shape in [(28, 28, 1), (32, 32, 3)]
-           for vec in (True, False)}
+  fused = {
+    (arch, shape, vec): gevb_jax.make_network(
+      arch, input_shape=shape, num_classes=10, vectorized=vec, nonneg=True
+    )
+    .info[0]
+    .fused_pool
+    is not None
+    for arch in gevb_jax.ARCHS
+    for shape in [(28, 28, 1), (32, 32, 3)]
+    for vec in (True, False)
+  }
   # CIFAR-10's LC kernel (32 * 32 * 75 * 640 floats, 196 MB) would be re-read per
   # example; FC nets have no pooling; conventional nets have no K-wide activation.
   assert {key for key, f in fused.items() if f} == {
-      ("conv", (28, 28, 1), True), ("lc", (28, 28, 1), True),
-      ("conv", (32, 32, 3), True)}
+    ("conv", (28, 28, 1), True),
+    ("lc", (28, 28, 1), True),
+    ("conv", (32, 32, 3), True),
+  }
 
 
 @pytest.mark.parametrize("input_shape", [(28, 28, 1), (32, 32, 3)])
 def test_network_with_fused_first_block_equals_the_unfused_one(input_shape):
   """``taps`` on the first layer force its unfused path: logits agree."""
-  net = gevb_jax.make_network("conv", input_shape=input_shape, num_classes=10,
-                              vectorized=True, nonneg=True)
+  net = gevb_jax.make_network(
+    "conv", input_shape=input_shape, num_classes=10, vectorized=True, nonneg=True
+  )
   variables = net.init(jax.random.key(0))
   x = jax.random.uniform(jax.random.key(1), (3, *input_shape), minval=-1, maxval=1)
   first = net.info[0]
   taps = {first.name: jnp.zeros((3, 10, *first.out_shape))}
-  np.testing.assert_allclose(net.apply(variables, x), net.apply(variables, x, taps),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    net.apply(variables, x), net.apply(variables, x, taps), rtol=1e-5, atol=1e-5
+  )
 
 
 # Every stride-1 convolution and every LC layer of Tables 3-4, with its formulation
 # tuned for XLA:CPU: (fast, layer, input shape, examples). lc_by_position reorders the
 # kernel when it has fewer output channels than examples, else transposes the fields:
 # each LC shape runs both ways.
-_TABLE_LC = [(L.LocallyConnected(32, 3, 1, 1), (28, 28, 1)),
-             (L.LocallyConnected(32, 3, 1, 1), (14, 14, 32)),
-             (L.LocallyConnected(64, 5, 1, 2), (32, 32, 3)),
-             (L.LocallyConnected(32, 5, 1, 2), (16, 16, 64)),
-             (L.LocallyConnected(32, 2, 2, 0), (8, 8, 32))]
+_TABLE_LC = [
+  (L.LocallyConnected(32, 3, 1, 1), (28, 28, 1)),
+  (L.LocallyConnected(32, 3, 1, 1), (14, 14, 32)),
+  (L.LocallyConnected(64, 5, 1, 2), (32, 32, 3)),
+  (L.LocallyConnected(32, 5, 1, 2), (16, 16, 64)),
+  (L.LocallyConnected(32, 2, 2, 0), (8, 8, 32)),
+]
 _TABLE_FAST = [
-    (L.conv_by_taps, L.Conv(64, 3, 1, 1), (28, 28, 1), 20),
-    (L.conv_by_taps, L.Conv(32, 3, 1, 1), (14, 14, 64), 20),
-    (L.conv_by_taps, L.Conv(128, 5, 1, 2), (32, 32, 3), 20),
-    (L.conv_by_taps, L.Conv(64, 5, 1, 2), (16, 16, 128), 20),
-    *[(L.lc_by_position, layer, shape, n) for layer, shape in _TABLE_LC
-      for n in (20, 70)]]
+  (L.conv_by_taps, L.Conv(64, 3, 1, 1), (28, 28, 1), 20),
+  (L.conv_by_taps, L.Conv(32, 3, 1, 1), (14, 14, 64), 20),
+  (L.conv_by_taps, L.Conv(128, 5, 1, 2), (32, 32, 3), 20),
+  (L.conv_by_taps, L.Conv(64, 5, 1, 2), (16, 16, 128), 20),
+  *[(L.lc_by_position, layer, shape, n) for layer, shape in _TABLE_LC for n in (20, 70)],
+]
 
 
 @pytest.mark.parametrize("fast,layer,in_shape,examples", _TABLE_FAST)
-def test_fast_formulation_equals_the_plain_one_and_its_derivatives(fast, layer,
-                                                                     in_shape, examples):
+def test_fast_formulation_equals_the_plain_one_and_its_derivatives(
+  fast, layer, in_shape, examples
+):
   """20 examples: conv_by_taps runs more than one micro-batch, with a remainder."""
   kw, kx, kg = jax.random.split(jax.random.key(0), 3)
   w = jax.random.normal(kw, layer.kernel_shape(in_shape)) / math.sqrt(
-      layer.fan_in(in_shape))
+    layer.fan_in(in_shape)
+  )
   x = jax.random.uniform(kx, (examples, *in_shape), minval=-1, maxval=1)
   expected = layer.lin(w, x)
   np.testing.assert_allclose(fast(layer, w, x), expected, rtol=1e-5, atol=1e-5)
@@ -407,10 +475,16 @@ def test_fast_formulation_equals_the_plain_one_and_its_derivatives(fast, layer,
   chex.assert_trees_all_equal(got, jax.vjp(layer.lin, w, x)[1](g))
 
 
-@pytest.mark.parametrize("layer,in_shape", [
-    (L.Dense(6), (20,)), (L.Conv(64, 3, 1, 1), (28, 28, 1)),
-    (L.Conv(128, 5, 1, 2), (32, 32, 3)), (L.LocallyConnected(32, 3, 1, 1), (28, 28, 1)),
-    (L.Conv(6, 3, 2, 1), (7, 6, 2))])
+@pytest.mark.parametrize(
+  "layer,in_shape",
+  [
+    (L.Dense(6), (20,)),
+    (L.Conv(64, 3, 1, 1), (28, 28, 1)),
+    (L.Conv(128, 5, 1, 2), (32, 32, 3)),
+    (L.LocallyConnected(32, 3, 1, 1), (28, 28, 1)),
+    (L.Conv(6, 3, 2, 1), (7, 6, 2)),
+  ],
+)
 def test_first_layer_update_is_the_gradient_at_cotangent_s_times_e(layer, in_shape):
   """Integer inputs and factors make both sides exact: they must agree bit for bit."""
   k, batch = 10, 3
@@ -429,9 +503,17 @@ def test_first_layer_update_is_the_gradient_at_cotangent_s_times_e(layer, in_sha
 @pytest.mark.parametrize("arch", ["conv", "lc"])
 def test_off_the_cpu_the_plain_formulations_run_and_agree(arch, monkeypatch):
   """The loops tuned for XLA:CPU give way to XLA's own convolutions elsewhere."""
+
   def build():
-    return gevb_jax.make_network(arch, input_shape=(12, 12, 1), num_classes=10,
-                                 vectorized=True, nonneg=True, widths=(6, 4, 8))
+    return gevb_jax.make_network(
+      arch,
+      input_shape=(12, 12, 1),
+      num_classes=10,
+      vectorized=True,
+      nonneg=True,
+      widths=(6, 4, 8),
+    )
+
   net = build()
   variables = net.init(jax.random.key(0))
   x = jax.random.uniform(jax.random.key(1), (3, 12, 12, 1), minval=-1, maxval=1)
@@ -441,5 +523,6 @@ def test_off_the_cpu_the_plain_formulations_run_and_agree(arch, monkeypatch):
   plain = build()
   assert plain.info[0].fused_pool is None
   assert "scan" not in str(jax.make_jaxpr(plain.apply)(variables, x))
-  np.testing.assert_allclose(plain.apply(variables, x), net.apply(variables, x),
-                             rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(
+    plain.apply(variables, x), net.apply(variables, x), rtol=1e-5, atol=1e-6
+  )

@@ -16,10 +16,16 @@ CLASSES = 10
 WIDTHS = (64, 256, 1024)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _net(arch, widths, vectorized=True, nonneg=True):
-  net = gevb_jax.make_network(arch, input_shape=INPUT, num_classes=CLASSES,
-                              vectorized=vectorized, nonneg=nonneg, widths=widths)
+  net = gevb_jax.make_network(
+    arch,
+    input_shape=INPUT,
+    num_classes=CLASSES,
+    vectorized=vectorized,
+    nonneg=nonneg,
+    widths=widths,
+  )
   # The init's logic does not depend on the PRNG implementation; "rbg" keys compile
   # several times faster than threefry on CPU.
   return net, net.init(jax.random.key(3, impl="rbg"))
@@ -31,12 +37,13 @@ def _batch(batch=64, seed=0):
   return x, jnp.asarray(rng.integers(0, CLASSES, batch))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fc_alignment(n):
   net, variables = _net("fc", (n, n))
   x, y = _batch()
   return metrics.alignment(net, variables, x, y, "gevb"), metrics.eq15_prediction(
-      net, variables)
+    net, variables
+  )
 
 
 @pytest.mark.parametrize("n", WIDTHS)
@@ -124,8 +131,11 @@ def test_conv_and_lc_alignment_has_one_angle_per_hidden_layer(arch, widths):
   net, variables = _net(arch, widths)
   x, y = _batch(batch=16)
   angles = metrics.alignment(net, variables, x, y, "gevb")
-  assert list(angles) == [info.name for info in net.hidden] == [
-      f"{arch}_0", f"{arch}_1", "dense_0"]
+  assert (
+    list(angles)
+    == [info.name for info in net.hidden]
+    == [f"{arch}_0", f"{arch}_1", "dense_0"]
+  )
   for name, theta in angles.items():
     assert math.isfinite(theta) and 0 <= theta <= 90, (name, theta)
   assert metrics.alignment(net, variables, x, y, "bp") == {}

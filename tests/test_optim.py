@@ -14,8 +14,14 @@ FIRST = {"fc": "dense_0", "conv": "conv_0", "lc": "lc_0"}
 
 
 def _net(arch, vectorized=True, nonneg=True):
-  return gevb_jax.make_network(arch, input_shape=(8, 8, 1), num_classes=4,
-                               vectorized=vectorized, nonneg=nonneg, widths=SMALL[arch])
+  return gevb_jax.make_network(
+    arch,
+    input_shape=(8, 8, 1),
+    num_classes=4,
+    vectorized=vectorized,
+    nonneg=nonneg,
+    widths=SMALL[arch],
+  )
 
 
 def _param_shapes(net):
@@ -42,17 +48,22 @@ def _start(net, seed=0):
   """Random parameters; the projected leaves start >= 0, half of them exactly 0."""
   rng = np.random.default_rng(seed)
   params = jax.tree_util.tree_map(
-      lambda s: rng.standard_normal(s.shape).astype(np.float32), _param_shapes(net))
+    lambda s: rng.standard_normal(s.shape).astype(np.float32), _param_shapes(net)
+  )
   mask = optim.nonneg_mask(net, params)
-  return jax.tree_util.tree_map(lambda p, m: jnp.asarray(np.maximum(p, 0) if m else p),
-                                params, mask)
+  return jax.tree_util.tree_map(
+    lambda p, m: jnp.asarray(np.maximum(p, 0) if m else p), params, mask
+  )
 
 
 def _leaves(tree, mask, projected):
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   marks = jax.tree_util.tree_leaves(mask)
-  return {jax.tree_util.keystr(path): np.asarray(leaf)
-          for (path, leaf), m in zip(flat, marks) if m == projected}
+  return {
+    jax.tree_util.keystr(path): np.asarray(leaf)
+    for (path, leaf), m in zip(flat, marks)
+    if m == projected
+  }
 
 
 @pytest.mark.parametrize("arch,nonneg", [("fc", True), ("conv", True), ("fc", False)])
@@ -64,14 +75,15 @@ def test_projection_after_adam(arch, nonneg):
   rng = np.random.default_rng(1)
   opt = gevb_jax.make_optimizer(net)
   state = opt.init(params)
-  plain = optax.adam(3e-4, 0.9, 0.999, 1e-8)   # Appendix I's Adam, no projection.
+  plain = optax.adam(3e-4, 0.9, 0.999, 1e-8)  # Appendix I's Adam, no projection.
   plain_params, plain_state = params, plain.init(params)
   clipped = 0
   for _ in range(8):
     # Gradients biased positive drive weights down by ~lr per step: the weights near
     # zero (half of the projected ones start at exactly 0) are pushed below it.
     grads = jax.tree_util.tree_map(
-        lambda p: jnp.asarray(rng.standard_normal(p.shape) + 1.0, jnp.float32), params)
+      lambda p: jnp.asarray(rng.standard_normal(p.shape) + 1.0, jnp.float32), params
+    )
     # One Adam step from the projected optimizer's own state and parameters.
     ref_updates, _ = plain.update(grads, state[0], params)
     reference = optax.apply_updates(params, ref_updates)
@@ -90,13 +102,16 @@ def test_projection_after_adam(arch, nonneg):
   # Layer 1's weights and every bias follow plain Adam bit for bit.
   unprojected = _leaves(params, mask, False)
   names = [info.name for info in net.weighted]
-  assert {f"['{n}']['b']" for n in names} | {f"['{FIRST[arch]}']['w']"} <= set(unprojected)
+  assert {f"['{n}']['b']" for n in names} | {f"['{FIRST[arch]}']['w']"} <= set(
+    unprojected
+  )
   for key, leaf in _leaves(plain_params, mask, False).items():
     np.testing.assert_array_equal(unprojected[key], leaf)
   if not nonneg:
     assert len(unprojected) == 2 * len(names)  # Nothing projected: all equal plain Adam.
-    assert any((leaf < 0).any() for key, leaf in unprojected.items()
-               if FIRST[arch] not in key)
+    assert any(
+      (leaf < 0).any() for key, leaf in unprojected.items() if FIRST[arch] not in key
+    )
     return
   assert clipped > 0  # The projection was exercised, not just the identity.
   projected = _leaves(params, mask, True)

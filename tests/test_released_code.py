@@ -16,8 +16,13 @@ MNIST = (28, 28, 1)
 
 
 def _init(arch, vectorized, nonneg, input_shape=MNIST, num_classes=10, seed=0):
-  net = gevb_jax.make_network(arch, input_shape=input_shape, num_classes=num_classes,
-                              vectorized=vectorized, nonneg=nonneg)
+  net = gevb_jax.make_network(
+    arch,
+    input_shape=input_shape,
+    num_classes=num_classes,
+    vectorized=vectorized,
+    nonneg=nonneg,
+  )
   return net, net.init(jax.random.key(seed))
 
 
@@ -123,12 +128,14 @@ def test_odd_readout_pairs_all_but_the_last_output():
 def test_cifar_lc_dense_width(vectorized):
   """vec_models.py:92: the vectorized CIFAR-10 LC net's dense layer has 256 units
   (Table 4 says 512); nonvec_models.py:140 keeps 512 for the conventional one."""
-  net = gevb_jax.make_network("lc", input_shape=(32, 32, 3), num_classes=10,
-                              vectorized=vectorized, nonneg=True)
+  net = gevb_jax.make_network(
+    "lc", input_shape=(32, 32, 3), num_classes=10, vectorized=vectorized, nonneg=True
+  )
   (dense,) = [info for info in net.hidden if info.layer.kind == "dense"]
   assert dense.out_shape == ((256,) if vectorized else (512,))
   # The MNIST LC nets and the CIFAR-10 conv nets keep Tables 3-4's widths.
   for arch, shape, width in (("lc", MNIST, 1024), ("conv", (32, 32, 3), 1024)):
-    net = gevb_jax.make_network(arch, input_shape=shape, num_classes=10,
-                                vectorized=vectorized, nonneg=True)
+    net = gevb_jax.make_network(
+      arch, input_shape=shape, num_classes=10, vectorized=vectorized, nonneg=True
+    )
     assert [i.out_shape for i in net.hidden if i.layer.kind == "dense"] == [(width,)]

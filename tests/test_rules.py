@@ -12,14 +12,25 @@ import gevb_jax
 from gevb_jax import layers as L
 
 # Small widths keep every architecture fast; shapes: (1-channel -> Table 3, 3 -> Table 4).
-WIDTHS = {("fc", 1): (12, 8), ("conv", 1): (6, 4, 16), ("lc", 1): (4, 4, 16),
-          ("fc", 3): (12, 8, 8), ("conv", 3): (6, 4, 4, 16), ("lc", 3): (4, 4, 4, 8)}
+WIDTHS = {
+  ("fc", 1): (12, 8),
+  ("conv", 1): (6, 4, 16),
+  ("lc", 1): (4, 4, 16),
+  ("fc", 3): (12, 8, 8),
+  ("conv", 3): (6, 4, 4, 16),
+  ("lc", 3): (4, 4, 4, 8),
+}
 
 
 def _net(arch, channels=1, vectorized=True, nonneg=True, num_classes=5):
-  return gevb_jax.make_network(arch, input_shape=(8, 8, channels),
-                               num_classes=num_classes, vectorized=vectorized,
-                               nonneg=nonneg, widths=WIDTHS[arch, channels])
+  return gevb_jax.make_network(
+    arch,
+    input_shape=(8, 8, channels),
+    num_classes=num_classes,
+    vectorized=vectorized,
+    nonneg=nonneg,
+    widths=WIDTHS[arch, channels],
+  )
 
 
 def _batch(net, batch=6, seed=1):
@@ -31,6 +42,7 @@ def _batch(net, batch=6, seed=1):
 def _autodiff(net, variables, x, y):
   def loss(params):
     return gevb_jax.cross_entropy(net.apply({**variables, "params": params}, x), y)
+
   return jax.grad(loss)(variables["params"])
 
 
@@ -65,7 +77,7 @@ def _patches(x, k, stride, pad):
   out = np.zeros((n, ho, wo, c, k, k), x.dtype)
   for i in range(ho):
     for j in range(wo):
-      window = xp[:, i * stride:i * stride + k, j * stride:j * stride + k, :]
+      window = xp[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
       out[:, i, j] = window.transpose(0, 3, 1, 2)
   return out
 
@@ -91,16 +103,23 @@ def _by_hand(net, variables, x, e):
       a = np.asarray(L.apply_unweighted(layer, jnp.asarray(a), info.vectorized_input))
       continue
     p = params[info.name]
-    out, mask = L.weighted_forward(layer, variables["params"][info.name],
-                                   variables["fixed"].get(info.name), jnp.asarray(a),
-                                   k, info.first, info.readout)
+    out, mask = L.weighted_forward(
+      layer,
+      variables["params"][info.name],
+      variables["fixed"].get(info.name),
+      jnp.asarray(a),
+      k,
+      info.first,
+      info.readout,
+    )
     if info.readout:
       s = np.ones((e.shape[0], 1)) if net.vectorized else e
     elif net.vectorized:
       s = np.asarray(mask, np.float64)
     else:
       s = np.asarray(mask, np.float64) * (e @ fixed[info.name]["feedback"]).reshape(
-          mask.shape)
+        mask.shape
+      )
     # Presynaptic signal per example: x itself (layer 1) or sum_mu a_mu E_mu.
     pre = a if info.first else np.einsum("bk...,bk->b...", a, factor)
     if layer.kind != "dense":
@@ -108,16 +127,16 @@ def _by_hand(net, variables, x, e):
     gw = np.zeros(p["w"].shape)
     gb = np.zeros(p["b"].shape)
     for b in range(e.shape[0]):
-      post = s[b]                                   # (*S_out, C_out)
-      if info.first:                                # Weight per component.
+      post = s[b]  # (*S_out, C_out)
+      if info.first:  # Weight per component.
         post = post[..., None, :] * factor[b][:, None]  # (*S_out, K, C_out)
       if layer.kind == "dense":
         gw += np.multiply.outer(pre[b], post)
-      elif layer.kind == "conv":                    # Sum over shared positions.
+      elif layer.kind == "conv":  # Sum over shared positions.
         gw += np.einsum("hwcij,hw...->ijc...", pre[b], post)
-      else:                                         # One weight per position.
+      else:  # One weight per position.
         gw += np.einsum("hwcij,hw...->hwcij...", pre[b], post)
-      gb_b = np.multiply.outer(factor[b], s[b])     # (K, *S_out, C_out)
+      gb_b = np.multiply.outer(factor[b], s[b])  # (K, *S_out, C_out)
       if layer.kind == "conv":
         gb_b = gb_b.sum(axis=(1, 2), keepdims=True)
       gb += gb_b.reshape(gb.shape)
@@ -144,11 +163,23 @@ def test_gevb_and_dfa_equal_their_equations_written_by_hand(arch, nonneg, rule):
 
 
 @hypothesis.settings(deadline=None, max_examples=8)
-@hypothesis.given(seed=st.integers(0, 2**16), n1=st.sampled_from([4, 8, 16]),
-                  n2=st.sampled_from([4, 8, 16]), classes=st.integers(2, 6))
-def test_single_example_gradient_sign_matches_gevb_in_nonneg_fc_vnn(seed, n1, n2, classes):
-  net = gevb_jax.make_network("fc", input_shape=(4, 4, 1), num_classes=classes,
-                              vectorized=True, nonneg=True, widths=(n1, n2))
+@hypothesis.given(
+  seed=st.integers(0, 2**16),
+  n1=st.sampled_from([4, 8, 16]),
+  n2=st.sampled_from([4, 8, 16]),
+  classes=st.integers(2, 6),
+)
+def test_single_example_gradient_sign_matches_gevb_in_nonneg_fc_vnn(
+  seed, n1, n2, classes
+):
+  net = gevb_jax.make_network(
+    "fc",
+    input_shape=(4, 4, 1),
+    num_classes=classes,
+    vectorized=True,
+    nonneg=True,
+    widths=(n1, n2),
+  )
   variables = net.init(jax.random.key(seed))
   x, y = _batch(net, batch=1, seed=seed + 1)
   _, grads = gevb_jax.loss_and_updates(net, variables, x, y, "bp")
@@ -168,21 +199,33 @@ def test_rule_that_does_not_fit_the_network_is_refused():
   with pytest.raises(ValueError, match=r"'dfa'.*\('bp', 'gevb'\)"):
     gevb_jax.loss_and_updates(vnn, vnn.init(jax.random.key(0)), x, y, "dfa")
   with pytest.raises(ValueError, match=r"'gevb'.*\('bp', 'dfa'\)"):
-    gevb_jax.loss_and_updates(conventional, conventional.init(jax.random.key(0)), x, y,
-                              "gevb")
+    gevb_jax.loss_and_updates(
+      conventional, conventional.init(jax.random.key(0)), x, y, "gevb"
+    )
 
 
 def test_gevb_update_past_layer_one_is_one_kth_of_the_forward():
   """Layers past the first never form a K-sized backward signal: the jaxpr of the
   update's backward holds no dot_general with the K-merged batch B*K."""
-  net = gevb_jax.make_network("fc", input_shape=(8, 8, 1), num_classes=10,
-                              vectorized=True, nonneg=True, widths=(16, 12))
+  net = gevb_jax.make_network(
+    "fc",
+    input_shape=(8, 8, 1),
+    num_classes=10,
+    vectorized=True,
+    nonneg=True,
+    widths=(16, 12),
+  )
   variables = net.init(jax.random.key(0))
   x, y = _batch(net, batch=7)
   jaxpr = jax.make_jaxpr(lambda v: gevb_jax.loss_and_updates(net, v, x, y, "gevb"))(
-      variables)
-  merged = [eqn for eqn in _all_eqns(jaxpr.jaxpr) if eqn.primitive.name == "dot_general"
-            and any(7 * 10 in v.aval.shape for v in eqn.invars)]
+    variables
+  )
+  merged = [
+    eqn
+    for eqn in _all_eqns(jaxpr.jaxpr)
+    if eqn.primitive.name == "dot_general"
+    and any(7 * 10 in v.aval.shape for v in eqn.invars)
+  ]
   # Forward only: layer 2 and the readout each run once on the merged batch; autodiff
   # would add their weight and input gradients on it too.
   assert len(merged) == 2

@@ -1,4 +1,5 @@
-"""The training CLI end to end: every arch x kind x rule, resume, faults, data parallel."""
+"""The training CLI end to end: every arch x kind x rule, resume, faults, data
+parallel."""
 
 import json
 import os
@@ -13,8 +14,8 @@ import orbax.checkpoint as ocp
 import pytest
 
 import gevb_jax
-from gevb_jax import clusters, data, metrics, train
 from configs import default as default_config
+from gevb_jax import clusters, data, metrics, train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -37,10 +38,24 @@ def _config(**overrides):
 
 
 def _cli(workdir, *flags, env=None, **kwargs):
-  cmd = [sys.executable, "-m", "gevb_jax.main", "--config=configs/default.py",
-         f"--workdir={workdir}", "--config.progress=False", *flags]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True,
-                        env={**os.environ, **(env or {})}, timeout=300, **kwargs)
+  cmd = [
+    sys.executable,
+    "-m",
+    "gevb_jax.main",
+    "--config=configs/default.py",
+    f"--workdir={workdir}",
+    "--config.progress=False",
+    *flags,
+  ]
+  return subprocess.run(
+    cmd,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    env={**os.environ, **(env or {})},
+    timeout=300,
+    **kwargs,
+  )
 
 
 def _metrics(workdir):
@@ -58,14 +73,18 @@ def _final_params(workdir):
   checkpointer = ocp.StandardCheckpointer()
   sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   target = jax.tree_util.tree_map(
-      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-      checkpointer.metadata(path).item_metadata)
+    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
+    checkpointer.metadata(path).item_metadata,
+  )
   return checkpointer.restore(path, target)["params"]
 
 
-CASES = [(arch, vectorized, rule) for arch in gevb_jax.ARCHS for vectorized in (True, False)
-         for rule in (gevb_jax.VECTORIZED_RULES if vectorized
-                      else gevb_jax.CONVENTIONAL_RULES)]
+CASES = [
+  (arch, vectorized, rule)
+  for arch in gevb_jax.ARCHS
+  for vectorized in (True, False)
+  for rule in (gevb_jax.VECTORIZED_RULES if vectorized else gevb_jax.CONVENTIONAL_RULES)
+]
 
 
 @pytest.mark.parametrize("arch,vectorized,rule", CASES)
@@ -75,9 +94,17 @@ def test_every_arch_kind_and_rule_trains_on_digits(tmp_path, arch, vectorized, r
   # net, train error after epochs 1-6: 0.90, 0.90, 0.90, 0.84, 0.77, 0.75; the same
   # net with an unpaired readout: 0.93, 0.86, 0.81, 0.77, 0.68, 0.60.
   epochs = 6 if rule == "dfa" else 3
-  config = _config(**{"model.arch": arch, "model.vectorized": vectorized, "rule": rule,
-                      "model.widths": SMALL[arch], "num_epochs": epochs,
-                      "stop_at_zero_train_error": False, "learning_rate": 3e-3})
+  config = _config(
+    **{
+      "model.arch": arch,
+      "model.vectorized": vectorized,
+      "rule": rule,
+      "model.widths": SMALL[arch],
+      "num_epochs": epochs,
+      "stop_at_zero_train_error": False,
+      "learning_rate": 3e-3,
+    }
+  )
   summary = train.train_and_evaluate(config, str(tmp_path))
   rows = _metrics(tmp_path)
   assert [r["epoch"] for r in rows] == list(range(epochs + 1))
@@ -87,13 +114,24 @@ def test_every_arch_kind_and_rule_trains_on_digits(tmp_path, arch, vectorized, r
   # 33 (DFA: 66) steps at 10x the paper's learning rate: every rule learns.
   assert rows[-1]["train_loss"] < 0.95 * rows[0]["train_loss"]
   assert rows[-1]["test_error"] < rows[0]["test_error"] - 0.05
-  assert summary == {"final_train_error": rows[-1]["train_error"],
-                     "final_test_error": rows[-1]["test_error"], "epochs_run": epochs,
-                     "stopped_early": False}
+  assert summary == {
+    "final_train_error": rows[-1]["train_error"],
+    "final_test_error": rows[-1]["test_error"],
+    "epochs_run": epochs,
+    "stopped_early": False,
+  }
   if rule != "bp":
-    hidden = [info.name for info in gevb_jax.make_network(
-        arch, input_shape=(8, 8, 1), num_classes=10, vectorized=vectorized, nonneg=True,
-        widths=SMALL[arch]).hidden]
+    hidden = [
+      info.name
+      for info in gevb_jax.make_network(
+        arch,
+        input_shape=(8, 8, 1),
+        num_classes=10,
+        vectorized=vectorized,
+        nonneg=True,
+        widths=SMALL[arch],
+      ).hidden
+    ]
     assert list(rows[0]["alignment"]) == hidden
     # delta_hat >= 0 bounds GEVB's angle by 90 degrees in a nonneg VNN; DFA's isn't.
     bound = 90 if vectorized else 180
@@ -107,13 +145,26 @@ def test_every_arch_kind_and_rule_trains_on_digits(tmp_path, arch, vectorized, r
 def test_alignment_is_measured_on_the_first_training_examples(tmp_path):
   """As the released analysis does (alignment_and_concentration_viz.ipynb, cell 1:
   the first training batch with shuffle_train=False), not on test examples."""
-  config = _config(**{"model.vectorized": False, "rule": "dfa", "num_epochs": 1,
-                      "model.widths": (64, 32), "metrics.alignment_examples": 40})
+  config = _config(
+    **{
+      "model.vectorized": False,
+      "rule": "dfa",
+      "num_epochs": 1,
+      "model.widths": (64, 32),
+      "metrics.alignment_examples": 40,
+    }
+  )
   train.train_and_evaluate(config, str(tmp_path))
   row = _metrics(tmp_path)[0]
   ds = data.load_dataset(config.data)
-  net = gevb_jax.make_network("fc", input_shape=ds.train_x.shape[1:], num_classes=10,
-                              vectorized=False, nonneg=True, widths=(64, 32))
+  net = gevb_jax.make_network(
+    "fc",
+    input_shape=ds.train_x.shape[1:],
+    num_classes=10,
+    vectorized=False,
+    nonneg=True,
+    widths=(64, 32),
+  )
   variables = net.init(jax.random.key(config.seed))
   on_train = metrics.alignment(net, variables, ds.train_x[:40], ds.train_y[:40], "dfa")
   on_test = metrics.alignment(net, variables, ds.test_x[:40], ds.test_y[:40], "dfa")
@@ -122,8 +173,9 @@ def test_alignment_is_measured_on_the_first_training_examples(tmp_path):
 
 
 @pytest.mark.parametrize("examples", [50, 0])
-def test_tsne_embeds_training_examples_and_reports_both_scores(tmp_path, monkeypatch,
-                                                                examples):
+def test_tsne_embeds_training_examples_and_reports_both_scores(
+  tmp_path, monkeypatch, examples
+):
   """conv_viz.ipynb embeds the training set; 0 examples means all of it."""
   embedded = []
 
@@ -132,23 +184,38 @@ def test_tsne_embeds_training_examples_and_reports_both_scores(tmp_path, monkeyp
     return np.asarray(representations)[:, :2]
 
   monkeypatch.setattr(clusters, "tsne_embedding", fake_tsne)
-  config = _config(**{"model.arch": "conv", "model.widths": (8, 4, 16),
-                      "num_epochs": 1, "metrics.cluster_quality": True,
-                      "metrics.tsne_examples": examples})
+  config = _config(
+    **{
+      "model.arch": "conv",
+      "model.widths": (8, 4, 16),
+      "num_epochs": 1,
+      "metrics.cluster_quality": True,
+      "metrics.tsne_examples": examples,
+    }
+  )
   summary = train.train_and_evaluate(config, str(tmp_path))
   ds = data.load_dataset(config.data)
   n = examples or len(ds.train_x)
-  net = gevb_jax.make_network("conv", input_shape=ds.train_x.shape[1:], num_classes=10,
-                              vectorized=True, nonneg=True, widths=(8, 4, 16))
-  reps = np.asarray(net.representation(net.init(jax.random.key(config.seed)),
-                                       ds.train_x[:n]))
+  net = gevb_jax.make_network(
+    "conv",
+    input_shape=ds.train_x.shape[1:],
+    num_classes=10,
+    vectorized=True,
+    nonneg=True,
+    widths=(8, 4, 16),
+  )
+  reps = np.asarray(
+    net.representation(net.init(jax.random.key(config.seed)), ds.train_x[:n])
+  )
   assert len(embedded) == 2 and embedded[0].shape == reps.shape
   np.testing.assert_allclose(embedded[0], reps, rtol=1e-5, atol=1e-6)
   quality = summary["cluster_quality"]
   assert quality["fig3b_rms"]["init"] == pytest.approx(
-      clusters.cluster_quality_rms(reps[:, :2], ds.train_y[:n]))
+    clusters.cluster_quality_rms(reps[:, :2], ds.train_y[:n])
+  )
   assert quality["section6_squared"]["init"] == pytest.approx(
-      clusters.cluster_quality_squared(reps[:, :2], ds.train_y[:n]))
+    clusters.cluster_quality_squared(reps[:, :2], ds.train_y[:n])
+  )
   assert quality["fig3b_rms"]["final"] != quality["fig3b_rms"]["init"]
 
 
@@ -174,27 +241,45 @@ def test_console_is_quiet_off_a_tty_and_library_logs_come_on_request(tmp_path):
   assert lines[0].startswith("digits: 1437 train / 360 test images 8x8x1, 10 classes")
   assert "FC Vectorized Nonneg GEVB (K = 10)" in lines[0]
   assert [line.split(":")[0] for line in lines[1:-1]] == [
-      f"epoch {row['epoch']:>3}" for row in rows]
+    f"epoch {row['epoch']:>3}" for row in rows
+  ]
   assert lines[-1].startswith(f"final test error {rows[-1]['test_error']:.4f}")
   verbose = _cli(tmp_path / "verbose", "--config.num_epochs=1", "--verbosity=1")
   assert verbose.returncode == 0, verbose.stderr
-  assert any("orbax" in line or "checkpoint" in line.lower()
-             for line in verbose.stderr.splitlines() if line.startswith("I"))
+  assert any(
+    "orbax" in line or "checkpoint" in line.lower()
+    for line in verbose.stderr.splitlines()
+    if line.startswith("I")
+  )
 
 
 def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
-  flags = ["--config.num_epochs=12", "--config.eval_every=4",
-           "--config.stop_at_zero_train_error=False", "--config.model.widths=(64,32)"]
+  flags = [
+    "--config.num_epochs=12",
+    "--config.eval_every=4",
+    "--config.stop_at_zero_train_error=False",
+    "--config.model.widths=(64,32)",
+  ]
   reference, resumed = tmp_path / "reference", tmp_path / "resumed"
   assert _cli(reference, *flags).returncode == 0
-  cmd = [sys.executable, "-m", "gevb_jax.main", "--config=configs/default.py",
-         f"--workdir={resumed}", "--config.progress=False", *flags]
-  proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.DEVNULL)
+  cmd = [
+    sys.executable,
+    "-m",
+    "gevb_jax.main",
+    "--config=configs/default.py",
+    f"--workdir={resumed}",
+    "--config.progress=False",
+    *flags,
+  ]
+  proc = subprocess.Popen(
+    cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
   checkpoints = resumed / "checkpoints"
   deadline = time.time() + 240
-  while time.time() < deadline and not (checkpoints.exists() and any(
-      name.isdigit() and int(name) >= 5 for name in os.listdir(checkpoints))):
+  while time.time() < deadline and not (
+    checkpoints.exists()
+    and any(name.isdigit() and int(name) >= 5 for name in os.listdir(checkpoints))
+  ):
     time.sleep(0.02)
   proc.send_signal(signal.SIGKILL)
   proc.wait()
@@ -202,25 +287,39 @@ def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
   result = _cli(resumed, *flags)
   assert result.returncode == 0, result.stderr
   assert _metrics(resumed) == _metrics(reference)
-  for a, b in zip(*(jax.tree_util.tree_leaves(_final_params(d)) for d in (resumed, reference))):
+  for a, b in zip(
+    *(jax.tree_util.tree_leaves(_final_params(d)) for d in (resumed, reference))
+  ):
     np.testing.assert_array_equal(a, b)
 
 
 def test_two_device_data_parallel_run_matches_one_device(tmp_path):
-  flags = ["--config.num_epochs=2", "--config.stop_at_zero_train_error=False",
-           "--config.model.widths=(64,32)"]
+  flags = [
+    "--config.num_epochs=2",
+    "--config.stop_at_zero_train_error=False",
+    "--config.model.widths=(64,32)",
+  ]
   one, two = tmp_path / "one", tmp_path / "two"
   assert _cli(one, *flags).returncode == 0
-  result = _cli(two, *flags, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  result = _cli(
+    two, *flags, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  )
   assert result.returncode == 0, result.stderr
   m1, m2 = _metrics(one), _metrics(two)
-  assert [r["train_error"] for r in m1] == pytest.approx([r["train_error"] for r in m2],
-                                                         abs=2 / 1437)
+  assert [r["train_error"] for r in m1] == pytest.approx(
+    [r["train_error"] for r in m2], abs=2 / 1437
+  )
   # Only the order of the cross-device gradient sum differs: float32 rounding.
-  for a, b in zip(jax.tree_util.tree_leaves(_final_params(one)), jax.tree_util.tree_leaves(_final_params(two))):
+  for a, b in zip(
+    jax.tree_util.tree_leaves(_final_params(one)),
+    jax.tree_util.tree_leaves(_final_params(two)),
+  ):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
-  bad = _cli(tmp_path / "bad", "--config.batch_size=127",
-             env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+  bad = _cli(
+    tmp_path / "bad",
+    "--config.batch_size=127",
+    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+  )
   assert bad.returncode != 0
   assert "batch_size 127 does not divide over 2 devices" in bad.stderr
 
@@ -229,8 +328,9 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
   train.train_and_evaluate(_config(num_epochs=1), str(tmp_path))
   with pytest.raises(train.TrainingError, match=r"rule: 'gevb' -> 'bp'"):
     train.train_and_evaluate(_config(num_epochs=1, rule="bp"), str(tmp_path))
-  summary = train.train_and_evaluate(_config(num_epochs=1, rule="bp", overwrite=True),
-                                     str(tmp_path))
+  summary = train.train_and_evaluate(
+    _config(num_epochs=1, rule="bp", overwrite=True), str(tmp_path)
+  )
   assert summary["epochs_run"] == 1
   with open(tmp_path / "config.json") as f:
     assert json.load(f)["rule"] == "bp"
@@ -261,23 +361,33 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
 def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
   result = _cli(tmp_path, "--config.learning_rate=1e38", "--config.num_epochs=5")
   assert result.returncode == 1
-  assert result.stderr.strip().splitlines()[-1].startswith(
-      "error: non-finite training loss in epoch")
+  assert (
+    result.stderr.strip()
+    .splitlines()[-1]
+    .startswith("error: non-finite training loss in epoch")
+  )
   assert "Traceback" not in result.stderr
   manager = ocp.CheckpointManager(str(tmp_path / "checkpoints"))
   state = manager.restore(manager.latest_step())
-  assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(state["params"]))
+  assert all(
+    np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(state["params"])
+  )
   assert not (tmp_path / "summary.json").exists()
 
 
-@pytest.mark.parametrize("flags,message", [
-    (["--config.data.source=idx", "--config.data.path=/nonexistent/mnist"],
-     "/nonexistent/mnist"),
+@pytest.mark.parametrize(
+  "flags,message",
+  [
+    (
+      ["--config.data.source=idx", "--config.data.path=/nonexistent/mnist"],
+      "/nonexistent/mnist",
+    ),
     (["--config.data.source=floppy"], "'floppy'"),
     (["--config.rule=dfa"], "valid rules: gevb, bp"),
     (["--config.model.arch=rnn"], "unknown arch 'rnn'"),
     (["--config.model.widths=(33,16)"], "even"),
-])
+  ],
+)
 def test_bad_input_exits_with_one_readable_line(tmp_path, flags, message):
   result = _cli(tmp_path, *flags)
   assert result.returncode == 1
@@ -288,10 +398,13 @@ def test_bad_input_exits_with_one_readable_line(tmp_path, flags, message):
   assert not (tmp_path / "config.json").exists()
 
 
-@pytest.mark.skipif(not os.path.isdir(FASHION),
-                    reason=f"{FASHION} missing (apt-get install dataset-fashion-mnist)")
+@pytest.mark.skipif(
+  not os.path.isdir(FASHION),
+  reason=f"{FASHION} missing (apt-get install dataset-fashion-mnist)",
+)
 def test_fashion_mnist_end_to_end(tmp_path):
   from configs import fashion_mnist  # pylint: disable=import-outside-toplevel
+
   config = fashion_mnist.get_config()
   config.num_epochs = 1
   config.progress = False
@@ -302,8 +415,9 @@ def test_fashion_mnist_end_to_end(tmp_path):
 
 
 def test_memory_budget_sizes_evaluation_and_alignment_batches(tmp_path):
-  conv = gevb_jax.make_network("conv", input_shape=(28, 28, 1), num_classes=10,
-                               vectorized=True, nonneg=True)
+  conv = gevb_jax.make_network(
+    "conv", input_shape=(28, 28, 1), num_classes=10, vectorized=True, nonneg=True
+  )
   assert conv.widest_activation == 10 * 28 * 28 * 64
   config = _config(memory_budget_mb=512)
   # 1.91 MiB per float32 copy of the widest activation: 4 copies per evaluated
@@ -320,8 +434,15 @@ def test_memory_budget_sizes_evaluation_and_alignment_batches(tmp_path):
   # with another budget resumes the same run.
   rows = {}
   for budget in (1, 512):
-    config = _config(**{"model.arch": "conv", "model.widths": (8, 4, 16), "num_epochs": 1,
-                        "memory_budget_mb": budget, "metrics.alignment_examples": 40})
+    config = _config(
+      **{
+        "model.arch": "conv",
+        "model.widths": (8, 4, 16),
+        "num_epochs": 1,
+        "memory_budget_mb": budget,
+        "metrics.alignment_examples": 40,
+      }
+    )
     train.train_and_evaluate(config, str(tmp_path / str(budget)))
     rows[budget] = _metrics(tmp_path / str(budget))
   for small, large in zip(rows[1], rows[512]):

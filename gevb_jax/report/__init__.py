@@ -6,12 +6,24 @@ them all with ``report.md``.
 """
 
 from gevb_jax.report.document import write_report
-from gevb_jax.report.figures import plot_alignment, plot_cluster_quality, plot_learning_curves
+from gevb_jax.report.figures import (
+  plot_alignment,
+  plot_cluster_quality,
+  plot_learning_curves,
+)
 from gevb_jax.report.runs import GridStatus, Run, collect_runs, grid_status
 from gevb_jax.report.tables import paper_agreement, table_latex, table_markdown
 
 __all__ = [
-    "GridStatus", "Run", "collect_runs", "grid_status", "paper_agreement",
-    "plot_alignment", "plot_cluster_quality", "plot_learning_curves", "table_latex",
-    "table_markdown", "write_report",
+  "GridStatus",
+  "Run",
+  "collect_runs",
+  "grid_status",
+  "paper_agreement",
+  "plot_alignment",
+  "plot_cluster_quality",
+  "plot_learning_curves",
+  "table_latex",
+  "table_markdown",
+  "write_report",
 ]

@@ -9,13 +9,11 @@ from gevb_jax.report import figures, tables
 from gevb_jax.report.runs import dataset_name, grid_status
 
 
-def _figure_line(out, filename,
-                 plot, description,
-                 skip_reason):
+def _figure_line(out, filename, plot, description, skip_reason):
   """Draws one figure and returns its report.md line: an image or a skip."""
   if plot(out / filename):
-    return f'- {description}:\n\n  ![{filename}]({filename})\n'
-  return f'- {filename} skipped: {skip_reason}'
+    return f"- {description}:\n\n  ![{filename}]({filename})\n"
+  return f"- {filename} skipped: {skip_reason}"
 
 
 def write_report(runs, out):
@@ -30,46 +28,60 @@ def write_report(runs, out):
   """
   out = pathlib.Path(out)
   out.mkdir(parents=True, exist_ok=True)
-  lines = ['# GEVB report', '', f'{len(runs)} runs.']
+  lines = ["# GEVB report", "", f"{len(runs)} runs."]
   for dataset in sorted({run.dataset for run in runs}):
-    stems = [f'table_{dataset}']
+    stems = [f"table_{dataset}"]
     if dataset in tables.PAPER_TABLES:
-      stems.append(f'table{tables.PAPER_TABLES[dataset]}')
+      stems.append(f"table{tables.PAPER_TABLES[dataset]}")
     for stem in stems:
-      (out / f'{stem}.md').write_text(tables.table_markdown(runs, dataset))
-      (out / f'{stem}.tex').write_text(tables.table_latex(runs, dataset))
+      (out / f"{stem}.md").write_text(tables.table_markdown(runs, dataset))
+      (out / f"{stem}.tex").write_text(tables.table_latex(runs, dataset))
     lines += [
-        '', f'## {dataset_name(dataset)}', '',
-        'Tables: ' + ', '.join(f'[{s}.md]({s}.md) ([LaTeX]({s}.tex))'
-                               for s in stems),
-        '', *(f'- {line}' for line in grid_status(runs, dataset).lines()),
-        *tables.agreement_lines(runs, dataset),
-        '', 'Figures:', '',
-        _figure_line(
-            out, f'curves_{dataset}.png',
-            functools.partial(figures.plot_learning_curves, runs, dataset),
-            'Learning curves (Figs. 4-5): error vs epoch, mean ± std over '
-            'seeds; solid test, dashed train',
-            'no metrics.jsonl evaluations.'),
+      "",
+      f"## {dataset_name(dataset)}",
+      "",
+      "Tables: " + ", ".join(f"[{s}.md]({s}.md) ([LaTeX]({s}.tex))" for s in stems),
+      "",
+      *(f"- {line}" for line in grid_status(runs, dataset).lines()),
+      *tables.agreement_lines(runs, dataset),
+      "",
+      "Figures:",
+      "",
+      _figure_line(
+        out,
+        f"curves_{dataset}.png",
+        functools.partial(figures.plot_learning_curves, runs, dataset),
+        "Learning curves (Figs. 4-5): error vs epoch, mean ± std over "
+        "seeds; solid test, dashed train",
+        "no metrics.jsonl evaluations.",
+      ),
     ]
     for vectorized in (True, False):
       for nonneg in (True, False):
-        label = Experiment('fc', vectorized, nonneg,
-                           APPROX_RULE[grid.kind(vectorized)]).label
+        label = Experiment(
+          "fc", vectorized, nonneg, APPROX_RULE[grid.kind(vectorized)]
+        ).label
         kind = grid.kind(vectorized)
-        lines.append(_figure_line(
-            out, figures.alignment_file(dataset, vectorized, nonneg),
-            functools.partial(figures.plot_alignment, runs, dataset, vectorized,
-                              nonneg),
-            f'Alignment (Fig. 2): angle between {label} updates in {kind} '
-            'networks and the gradient, per layer, mean ± std over seeds',
-            f'no {label} run in {kind} networks recorded alignment angles.'))
-    lines.append(_figure_line(
-        out, f'cluster_quality_{dataset}.png',
+        lines.append(
+          _figure_line(
+            out,
+            figures.alignment_file(dataset, vectorized, nonneg),
+            functools.partial(figures.plot_alignment, runs, dataset, vectorized, nonneg),
+            f"Alignment (Fig. 2): angle between {label} updates in {kind} "
+            "networks and the gradient, per layer, mean ± std over seeds",
+            f"no {label} run in {kind} networks recorded alignment angles.",
+          )
+        )
+    lines.append(
+      _figure_line(
+        out,
+        f"cluster_quality_{dataset}.png",
         functools.partial(figures.plot_cluster_quality, runs, dataset),
-        'Cluster quality (Fig. 3B): change due to training of the t-SNE '
-        'cluster quality of Conv/LC representations, GEVB in VNNs in colour',
-        'no finished Conv or LC run reports cluster_quality.'))
-  path = out / 'report.md'
-  path.write_text('\n'.join(lines) + '\n')
+        "Cluster quality (Fig. 3B): change due to training of the t-SNE "
+        "cluster quality of Conv/LC representations, GEVB in VNNs in colour",
+        "no finished Conv or LC run reports cluster_quality.",
+      )
+    )
+  path = out / "report.md"
+  path.write_text("\n".join(lines) + "\n")
   return str(path)

@@ -4,33 +4,31 @@ the change in cluster quality."""
 import collections
 
 import matplotlib
-from matplotlib import figure
 import numpy as np
+from matplotlib import figure
 
 from gevb_jax import grid
 from gevb_jax.grid import APPROX_RULE, ARCH_NAMES, ARCHS, COLUMNS, Experiment
 from gevb_jax.report.runs import by_experiment, dataset_name, of_dataset
 
-
 # The cluster-quality score of Fig. 3B in summary.json (train.cluster_quality).
-FIG3B_SCORE = 'fig3b_rms'
+FIG3B_SCORE = "fig3b_rms"
 
 
-def _mean_std_by_epoch(
-    points
-):
+def _mean_std_by_epoch(points):
   """Mean and std of (epoch, value) points over the runs reaching each epoch."""
   by_epoch = collections.defaultdict(list)
   for epoch, value in points:
     by_epoch[epoch].append(value)
   epochs = sorted(by_epoch)
-  return (np.array(epochs),
-          np.array([np.mean(by_epoch[e]) for e in epochs]),
-          np.array([np.std(by_epoch[e]) for e in epochs]))
+  return (
+    np.array(epochs),
+    np.array([np.mean(by_epoch[e]) for e in epochs]),
+    np.array([np.std(by_epoch[e]) for e in epochs]),
+  )
 
 
-def plot_learning_curves(runs, dataset,
-                         path):
+def plot_learning_curves(runs, dataset, path):
   """Figs. 4-5: error (%) vs epoch, mean ± std over seeds.
 
   Rows are architectures, columns vectorized and conventional networks; test
@@ -49,7 +47,7 @@ def plot_learning_curves(runs, dataset,
   groups = by_experiment(r for r in of_dataset(runs, dataset) if r.metrics)
   if not groups:
     return False
-  fig = figure.Figure(figsize=(10, 10), layout='constrained')
+  fig = figure.Figure(figsize=(10, 10), layout="constrained")
   axes = fig.subplots(len(ARCHS), 2, sharex=True, squeeze=False)
   for row, arch in enumerate(ARCHS):
     for col, vectorized in enumerate((True, False)):
@@ -57,38 +55,43 @@ def plot_learning_curves(runs, dataset,
       kind_columns = [c for c in COLUMNS if c[0] == vectorized]
       for color, column in enumerate(kind_columns):
         experiment = Experiment(arch, *column)
-        for key, linestyle in (('test_error', '-'), ('train_error', '--')):
+        for key, linestyle in (("test_error", "-"), ("train_error", "--")):
           epochs, mean, std = _mean_std_by_epoch(
-              (m['epoch'], 100 * m[key])
-              for run in groups.get(experiment, []) for m in run.metrics)
+            (m["epoch"], 100 * m[key])
+            for run in groups.get(experiment, [])
+            for m in run.metrics
+          )
           if not epochs.size:
             continue
-          ax.plot(epochs, mean, linestyle, color=f'C{color}',
-                  label=experiment.label if linestyle == '-' else None)
-          ax.fill_between(epochs, mean - std, mean + std, color=f'C{color}',
-                          alpha=0.2, linewidth=0)
+          ax.plot(
+            epochs,
+            mean,
+            linestyle,
+            color=f"C{color}",
+            label=experiment.label if linestyle == "-" else None,
+          )
+          ax.fill_between(
+            epochs, mean - std, mean + std, color=f"C{color}", alpha=0.2, linewidth=0
+          )
       kind = grid.kind(vectorized)
-      ax.set_title(f'{ARCH_NAMES[arch]}, {kind} networks')
-      ax.set_ylabel('error (%)')
+      ax.set_title(f"{ARCH_NAMES[arch]}, {kind} networks")
+      ax.set_ylabel("error (%)")
       if ax.lines:
-        ax.legend(fontsize='small')
+        ax.legend(fontsize="small")
       else:
-        ax.text(0.5, 0.5, 'no runs', ha='center', va='center',
-                transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
   for ax in axes[-1]:
-    ax.set_xlabel('epoch')
-  fig.suptitle(f'{dataset_name(dataset)} learning curves '
-               '(solid: test, dashed: train)')
+    ax.set_xlabel("epoch")
+  fig.suptitle(f"{dataset_name(dataset)} learning curves (solid: test, dashed: train)")
   fig.savefig(path, dpi=100)
   return True
 
 
 def alignment_file(dataset, vectorized, nonneg):
-  return f'alignment_{dataset}_{grid.kind(vectorized)}_{grid.sign(nonneg)}.png'
+  return f"alignment_{dataset}_{grid.kind(vectorized)}_{grid.sign(nonneg)}.png"
 
 
-def plot_alignment(runs, dataset, vectorized,
-                   nonneg, path):
+def plot_alignment(runs, dataset, vectorized, nonneg, path):
   """Fig. 2: per-layer angle between the rule's update and the gradient.
 
   One panel per architecture with alignment data, for GEVB (vectorized) or
@@ -109,42 +112,60 @@ def plot_alignment(runs, dataset, vectorized,
   panels = {}
   for arch in ARCHS:
     experiment = Experiment(arch, vectorized, nonneg, rule)
-    arch_runs = [r for r in of_dataset(runs, dataset)
-                 if r.experiment == experiment
-                 and any('alignment' in m for m in r.metrics)]
+    arch_runs = [
+      r
+      for r in of_dataset(runs, dataset)
+      if r.experiment == experiment and any("alignment" in m for m in r.metrics)
+    ]
     if arch_runs:
       panels[arch] = arch_runs
   if not panels:
     return False
-  fig = figure.Figure(figsize=(4.5 * len(panels), 4), layout='constrained')
+  fig = figure.Figure(figsize=(4.5 * len(panels), 4), layout="constrained")
   axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
   for ax, (arch, arch_runs) in zip(axes, panels.items()):
-    layers = list(dict.fromkeys(
-        layer for run in arch_runs for m in run.metrics
-        for layer in m.get('alignment', {})))
-    colors = matplotlib.colormaps['viridis'](np.linspace(0, 0.9, len(layers)))
+    layers = list(
+      dict.fromkeys(
+        layer
+        for run in arch_runs
+        for m in run.metrics
+        for layer in m.get("alignment", {})
+      )
+    )
+    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(layers)))
     for layer, color in zip(layers, colors):
       epochs, mean, std = _mean_std_by_epoch(
-          (m['epoch'], m['alignment'][layer]) for run in arch_runs
-          for m in run.metrics if layer in m.get('alignment', {}))
-      ax.errorbar(epochs, mean, yerr=std, color=color, marker='o',
-                  markersize=3, capsize=2, label=layer)
+        (m["epoch"], m["alignment"][layer])
+        for run in arch_runs
+        for m in run.metrics
+        if layer in m.get("alignment", {})
+      )
+      ax.errorbar(
+        epochs,
+        mean,
+        yerr=std,
+        color=color,
+        marker="o",
+        markersize=3,
+        capsize=2,
+        label=layer,
+      )
     ax.set_ylim(0, 90)
     ax.set_yticks(range(0, 91, 15))
     ax.set_title(ARCH_NAMES[arch])
-    ax.set_xlabel('epoch')
-    ax.legend(title='early → late', fontsize='small')
-  axes[0].set_ylabel('alignment angle (°)')
+    ax.set_xlabel("epoch")
+    ax.legend(title="early → late", fontsize="small")
+  axes[0].set_ylabel("alignment angle (°)")
   kind = grid.kind(vectorized)
-  label = Experiment('fc', vectorized, nonneg, rule).label
-  fig.suptitle(f'{dataset_name(dataset)}: {label} in {kind} networks, '
-               'angle to the gradient')
+  label = Experiment("fc", vectorized, nonneg, rule).label
+  fig.suptitle(
+    f"{dataset_name(dataset)}: {label} in {kind} networks, angle to the gradient"
+  )
   fig.savefig(path, dpi=100)
   return True
 
 
-def plot_cluster_quality(runs, dataset,
-                         path):
+def plot_cluster_quality(runs, dataset, path):
   """Fig. 3B: change in cluster quality due to training, per experiment.
 
   One panel each for the convolutional and locally connected architectures
@@ -162,30 +183,36 @@ def plot_cluster_quality(runs, dataset,
   """
   deltas = collections.defaultdict(list)
   for run in of_dataset(runs, dataset):
-    quality = (run.summary or {}).get('cluster_quality', {}).get(FIG3B_SCORE)
+    quality = (run.summary or {}).get("cluster_quality", {}).get(FIG3B_SCORE)
     if run.experiment.arch in grid.CLUSTERED_ARCHS and quality:
-      deltas[run.experiment].append(quality['final'] - quality['init'])
+      deltas[run.experiment].append(quality["final"] - quality["init"])
   archs = [a for a in grid.CLUSTERED_ARCHS if any(e.arch == a for e in deltas)]
   if not archs:
     return False
-  fig = figure.Figure(figsize=(6 * len(archs), 4), layout='constrained')
+  fig = figure.Figure(figsize=(6 * len(archs), 4), layout="constrained")
   axes = fig.subplots(1, len(archs), sharey=True, squeeze=False)[0]
   for ax, arch in zip(axes, archs):
     experiments = [Experiment(arch, *column) for column in COLUMNS]
     for x, experiment in enumerate(experiments):
       if experiment in deltas:
-        ax.bar(x, np.mean(deltas[experiment]), yerr=np.std(deltas[experiment]),
-               capsize=3, color='C3' if experiment.is_vnn_gevb else 'grey')
-    ax.set_xticks(range(len(experiments)),
-                  [experiment.label for experiment in experiments])
-    ax.axhline(0, color='black', linewidth=0.8)
-    ax.axvline(3.5, color='black', linewidth=0.8, linestyle=':')
+        ax.bar(
+          x,
+          np.mean(deltas[experiment]),
+          yerr=np.std(deltas[experiment]),
+          capsize=3,
+          color="C3" if experiment.is_vnn_gevb else "grey",
+        )
+    ax.set_xticks(
+      range(len(experiments)), [experiment.label for experiment in experiments]
+    )
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.axvline(3.5, color="black", linewidth=0.8, linestyle=":")
     kinds = ax.secondary_xaxis(-0.08)
-    kinds.set_xticks([1.5, 5.5], ['vectorized', 'conventional'])
+    kinds.set_xticks([1.5, 5.5], ["vectorized", "conventional"])
     kinds.tick_params(length=0)
-    kinds.spines['bottom'].set_visible(False)
+    kinds.spines["bottom"].set_visible(False)
     ax.set_title(ARCH_NAMES[arch])
-  axes[0].set_ylabel('change in cluster quality')
-  fig.suptitle(f'{dataset_name(dataset)}: cluster quality, final − init')
+  axes[0].set_ylabel("change in cluster quality")
+  fig.suptitle(f"{dataset_name(dataset)}: cluster quality, final − init")
   fig.savefig(path, dpi=100)
   return True

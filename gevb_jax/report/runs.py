@@ -10,16 +10,18 @@ from typing import Any
 from gevb_jax import workdir as run_folder
 from gevb_jax.grid import GRID, Experiment
 
-
 DATASET_NAMES = {
-    'mnist': 'MNIST', 'cifar10': 'CIFAR-10',
-    'fashion_mnist': 'Fashion-MNIST', 'digits': 'Digits',
+  "mnist": "MNIST",
+  "cifar10": "CIFAR-10",
+  "fashion_mnist": "Fashion-MNIST",
+  "digits": "Digits",
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
   """A run workdir: its config, evaluations and (once finished) summary."""
+
   workdir: pathlib.Path
   config: dict[str, Any]
   metrics: list[dict[str, Any]]
@@ -27,24 +29,25 @@ class Run:
 
   @property
   def dataset(self):
-    return self.config['data']['name']
+    return self.config["data"]["name"]
 
   @property
   def experiment(self):
-    model = self.config['model']
-    return Experiment(model['arch'], bool(model['vectorized']),
-                      bool(model['nonneg']), self.config['rule'])
+    model = self.config["model"]
+    return Experiment(
+      model["arch"], bool(model["vectorized"]), bool(model["nonneg"]), self.config["rule"]
+    )
 
   @property
   def seed(self):
-    return self.config['seed']
+    return self.config["seed"]
 
   @property
   def finished(self):
     return self.summary is not None
 
   def __str__(self):
-    return f'{self.experiment} seed {self.seed}'
+    return f"{self.experiment} seed {self.seed}"
 
 
 def collect_runs(root):
@@ -56,9 +59,14 @@ def collect_runs(root):
       continue
     dirnames.clear()  # A run's own subdirectories (checkpoints) hold no runs.
     workdir = pathlib.Path(dirpath)
-    runs.append(Run(workdir=workdir, config=run_folder.read_config(workdir),
-                    metrics=run_folder.read_metrics(workdir),
-                    summary=run_folder.read_summary(workdir)))
+    runs.append(
+      Run(
+        workdir=workdir,
+        config=run_folder.read_config(workdir),
+        metrics=run_folder.read_metrics(workdir),
+        summary=run_folder.read_summary(workdir),
+      )
+    )
   return runs
 
 
@@ -80,6 +88,7 @@ def of_dataset(runs, dataset):
 @dataclasses.dataclass(frozen=True)
 class GridStatus:
   """How a dataset's runs cover the grid of GRID experiments x seeds seen."""
+
   seeds: list[int]
   missing: list[str]
   unfinished: list[Run]
@@ -93,18 +102,25 @@ class GridStatus:
     """One line per kind of gap, each listing the runs concerned."""
     lines = []
     if self.missing:
-      lines.append(f'{len(self.missing)} of {self.total} runs missing: '
-                   + ', '.join(self.missing) + '.')
+      lines.append(
+        f"{len(self.missing)} of {self.total} runs missing: "
+        + ", ".join(self.missing)
+        + "."
+      )
     if self.unfinished:
-      lines.append(f'{len(self.unfinished)} of {self.total} runs unfinished '
-                   '(no summary.json): '
-                   + ', '.join(f'{r} ({r.workdir})' for r in self.unfinished)
-                   + '.')
+      lines.append(
+        f"{len(self.unfinished)} of {self.total} runs unfinished "
+        "(no summary.json): "
+        + ", ".join(f"{r} ({r.workdir})" for r in self.unfinished)
+        + "."
+      )
     if self.outside:
-      lines.append(f'{len(self.outside)} runs outside the table layout: '
-                   + ', '.join(f'{r} ({r.workdir})' for r in self.outside)
-                   + '.')
-    return lines or [f'All {self.total} runs finished.']
+      lines.append(
+        f"{len(self.outside)} runs outside the table layout: "
+        + ", ".join(f"{r} ({r.workdir})" for r in self.outside)
+        + "."
+      )
+    return lines or [f"All {self.total} runs finished."]
 
 
 def grid_status(runs, dataset):
@@ -113,9 +129,13 @@ def grid_status(runs, dataset):
   seeds = sorted({run.seed for run in runs})
   present = {(run.experiment, run.seed) for run in runs}
   return GridStatus(
-      seeds=seeds,
-      missing=[f'{experiment} seed {seed}' for experiment in GRID
-               for seed in seeds if (experiment, seed) not in present],
-      unfinished=[run for run in runs
-                  if run.experiment in GRID and not run.finished],
-      outside=[run for run in runs if run.experiment not in GRID])
+    seeds=seeds,
+    missing=[
+      f"{experiment} seed {seed}"
+      for experiment in GRID
+      for seed in seeds
+      if (experiment, seed) not in present
+    ],
+    unfinished=[run for run in runs if run.experiment in GRID and not run.finished],
+    outside=[run for run in runs if run.experiment not in GRID],
+  )

@@ -10,7 +10,6 @@ from gevb_jax import paper_results
 from gevb_jax.grid import ARCH_NAMES, ARCHS, COLUMNS, GRID, Experiment
 from gevb_jax.report.runs import by_experiment, dataset_name, grid_status, of_dataset
 
-
 PAPER_TABLES = paper_results.TABLE_NUMBERS
 
 
@@ -21,6 +20,7 @@ TRAIN_ERROR_SHOWN = 0.005
 @dataclasses.dataclass(frozen=True)
 class _Cell:
   """Final errors (%) of an experiment over its finished seeds."""
+
   test_mean: float
   test_std: float
   train_mean: float
@@ -31,8 +31,8 @@ def _cell(runs):
   finished = [run for run in runs if run.finished]
   if not finished:
     return None
-  test = 100 * np.array([r.summary['final_test_error'] for r in finished])
-  train = 100 * np.array([r.summary['final_train_error'] for r in finished])
+  test = 100 * np.array([r.summary["final_test_error"] for r in finished])
+  train = 100 * np.array([r.summary["final_train_error"] for r in finished])
   return _Cell(test.mean(), test.std(), train.mean(), len(finished))
 
 
@@ -44,22 +44,27 @@ class _Style(NamedTuple):
   delta: str  # and ours minus the paper's.
 
 
-_MARKDOWN = _Style(missing='—', pm='±', bold='**{}**', paper=' · paper {}',
-                   delta=' · Δ {:+.2f}')
+_MARKDOWN = _Style(
+  missing="—", pm="±", bold="**{}**", paper=" · paper {}", delta=" · Δ {:+.2f}"
+)
 
 
-_LATEX = _Style(missing='---', pm=r'$\pm$', bold=r'\textbf{{{}}}',
-                paper='; paper {}', delta=r'; $\Delta$ {:+.2f}')
+_LATEX = _Style(
+  missing="---",
+  pm=r"$\pm$",
+  bold=r"\textbf{{{}}}",
+  paper="; paper {}",
+  delta=r"; $\Delta$ {:+.2f}",
+)
 
 
-def _paper_cell(dataset,
-                experiment):
+def _paper_cell(dataset, experiment):
   return paper_results.published(dataset, *experiment)
 
 
 def _paper_text(paper):
-  text = f'{paper.test:.2f}'
-  return text + (f' ({paper.train:.2f})' if paper.train is not None else '')
+  text = f"{paper.test:.2f}"
+  return text + (f" ({paper.train:.2f})" if paper.train is not None else "")
 
 
 def paper_agreement(runs, dataset):
@@ -74,8 +79,11 @@ def paper_agreement(runs, dataset):
     if cell is None:
       continue
     compared += 1
-    within += int(paper_results.within_tolerance(
-        cell.test_mean, _paper_cell(dataset, experiment).test))
+    within += int(
+      paper_results.within_tolerance(
+        cell.test_mean, _paper_cell(dataset, experiment).test
+      )
+    )
   return within, compared
 
 
@@ -85,15 +93,16 @@ def agreement_lines(runs, dataset):
   if counts is None:
     return []
   within, compared = counts
-  return [f'- {within} of {compared} cells within tolerance of the paper\'s Table '
-          f'{PAPER_TABLES[dataset]} (|ours − paper| ≤ max('
-          f'{paper_results.TOLERANCE_POINTS}, '
-          f'{paper_results.TOLERANCE_RELATIVE:.0%} of the paper\'s error) '
-          'percentage points).']
+  return [
+    f"- {within} of {compared} cells within tolerance of the paper's Table "
+    f"{PAPER_TABLES[dataset]} (|ours − paper| ≤ max("
+    f"{paper_results.TOLERANCE_POINTS}, "
+    f"{paper_results.TOLERANCE_RELATIVE:.0%} of the paper's error) "
+    "percentage points)."
+  ]
 
 
-def _table_rows(runs, dataset,
-                style):
+def _table_rows(runs, dataset, style):
   """Formatted cells, one row per architecture, one column per COLUMNS.
 
   A cell reads "test mean ± std (train mean)", the smallest GEVB or DFA test
@@ -105,24 +114,26 @@ def _table_rows(runs, dataset,
   num_seeds = len(grid_status(runs, dataset).seeds)
   rows = []
   for arch in ARCHS:
-    cells = [_cell(groups.get(Experiment(arch, *column), []))
-             for column in COLUMNS]
-    approx = [cell.test_mean for cell, (_, _, rule) in zip(cells, COLUMNS)
-              if cell is not None and rule != 'bp']
+    cells = [_cell(groups.get(Experiment(arch, *column), [])) for column in COLUMNS]
+    approx = [
+      cell.test_mean
+      for cell, (_, _, rule) in zip(cells, COLUMNS)
+      if cell is not None and rule != "bp"
+    ]
     row = []
     for cell, column in zip(cells, COLUMNS):
       paper = _paper_cell(dataset, Experiment(arch, *column))
-      published = '' if paper is None else style.paper.format(_paper_text(paper))
+      published = "" if paper is None else style.paper.format(_paper_text(paper))
       if cell is None:
         row.append(style.missing + published)
         continue
-      text = f'{cell.test_mean:.2f} {style.pm} {cell.test_std:.2f}'
+      text = f"{cell.test_mean:.2f} {style.pm} {cell.test_std:.2f}"
       if cell.train_mean >= TRAIN_ERROR_SHOWN:
-        text += f' ({cell.train_mean:.2f})'
-      if column[2] != 'bp' and cell.test_mean == min(approx):
+        text += f" ({cell.train_mean:.2f})"
+      if column[2] != "bp" and cell.test_mean == min(approx):
         text = style.bold.format(text)
       if cell.num_seeds < num_seeds:
-        text += f', n={cell.num_seeds}'
+        text += f", n={cell.num_seeds}"
       if paper is not None:
         text += published + style.delta.format(cell.test_mean - paper.test)
       row.append(text)
@@ -132,73 +143,87 @@ def _table_rows(runs, dataset,
 
 def _title(dataset):
   number = PAPER_TABLES.get(dataset)
-  prefix = f'Table {number}: ' if number else ''
-  return f'{prefix}{dataset_name(dataset)} test errors (%)'
+  prefix = f"Table {number}: " if number else ""
+  return f"{prefix}{dataset_name(dataset)} test errors (%)"
 
 
 def table_markdown(runs, dataset):
   """Table 1/2 of the paper for one dataset, as markdown with a footer."""
   status = grid_status(runs, dataset)
-  header = ['', *(str(Experiment('fc', *c)).removeprefix('FC ')
-                  for c in COLUMNS)]
-  body = [[ARCH_NAMES[arch], *row] for arch, row in
-          zip(ARCHS, _table_rows(runs, dataset, _MARKDOWN))]
-  lines = [
-      f'# {_title(dataset)}',
-      '',
-      f'Final test error (%), mean ± std over {len(status.seeds)} seeds; '
-      f'train error (%) in parentheses when ≥ {TRAIN_ERROR_SHOWN}. '
-      'Bold: the smallest GEVB or DFA test error of each row. '
-      'n=…: fewer finished seeds. —: no finished run.'
-      + (' paper: the published mean test (train) error over 5 seeds; '
-         'Δ: ours − paper.' if dataset in PAPER_TABLES else ''),
-      '',
-      '| ' + ' | '.join(header) + ' |',
-      '|' + '---|' * len(header),
-      *('| ' + ' | '.join(row) + ' |' for row in body),
-      '',
-      *(f'- {line}' for line in status.lines()),
-      *agreement_lines(runs, dataset),
+  header = ["", *(str(Experiment("fc", *c)).removeprefix("FC ") for c in COLUMNS)]
+  body = [
+    [ARCH_NAMES[arch], *row]
+    for arch, row in zip(ARCHS, _table_rows(runs, dataset, _MARKDOWN))
   ]
-  return '\n'.join(lines) + '\n'
+  lines = [
+    f"# {_title(dataset)}",
+    "",
+    f"Final test error (%), mean ± std over {len(status.seeds)} seeds; "
+    f"train error (%) in parentheses when ≥ {TRAIN_ERROR_SHOWN}. "
+    "Bold: the smallest GEVB or DFA test error of each row. "
+    "n=…: fewer finished seeds. —: no finished run."
+    + (
+      " paper: the published mean test (train) error over 5 seeds; Δ: ours − paper."
+      if dataset in PAPER_TABLES
+      else ""
+    ),
+    "",
+    "| " + " | ".join(header) + " |",
+    "|" + "---|" * len(header),
+    *("| " + " | ".join(row) + " |" for row in body),
+    "",
+    *(f"- {line}" for line in status.lines()),
+    *agreement_lines(runs, dataset),
+  ]
+  return "\n".join(lines) + "\n"
 
 
 def table_latex(runs, dataset):
   """Table 1/2 of the paper for one dataset, as a booktabs LaTeX table."""
   status = grid_status(runs, dataset)
   caption = (
-      _title(dataset).replace('%', r'\%')
-      + f'. Train errors in parentheses when $\\geq {TRAIN_ERROR_SHOWN}$. '
-      f'Mean $\\pm$ std over {len(status.seeds)} seeds')
+    _title(dataset).replace("%", r"\%")
+    + f". Train errors in parentheses when $\\geq {TRAIN_ERROR_SHOWN}$. "
+    f"Mean $\\pm$ std over {len(status.seeds)} seeds"
+  )
   if status.missing:
-    caption += f'; {len(status.missing)} of {status.total} runs missing'
+    caption += f"; {len(status.missing)} of {status.total} runs missing"
   if status.unfinished:
-    caption += f'; {len(status.unfinished)} unfinished'
+    caption += f"; {len(status.unfinished)} unfinished"
   if dataset in PAPER_TABLES:
-    caption += ('. Paper: the published mean test (train) error; '
-                r'$\Delta$: ours $-$ paper')
-  sign_groups = ' & '.join([r'\multicolumn{2}{c}{Nonnegative} & '
-                            r'\multicolumn{2}{c}{Mixed-sign}'] * 2)
+    caption += (
+      ". Paper: the published mean test (train) error; "
+      r"$\Delta$: ours $-$ paper"
+    )
+  sign_groups = " & ".join(
+    [
+      r"\multicolumn{2}{c}{Nonnegative} & "
+      r"\multicolumn{2}{c}{Mixed-sign}"
+    ]
+    * 2
+  )
   lines = [
-      r'% Generated by gevb_jax.report; needs \usepackage{booktabs}.',
-      *(f'% {line}' for line in status.lines()),
-      r'\begin{table}',
-      r'\centering',
-      f'\\caption{{{caption}.}}',
-      r'\begin{tabular}{l' + 'c' * len(COLUMNS) + '}',
-      r'\toprule',
-      r' & \multicolumn{4}{c}{Vectorized networks}'
-      r' & \multicolumn{4}{c}{Conventional networks} \\',
-      r'\cmidrule(lr){2-5} \cmidrule(lr){6-9}',
-      f' & {sign_groups} \\\\',
-      r'\cmidrule(lr){2-3} \cmidrule(lr){4-5} \cmidrule(lr){6-7} '
-      r'\cmidrule(lr){8-9}',
-      ' & ' + ' & '.join(rule.upper() for _, _, rule in COLUMNS) + r' \\',
-      r'\midrule',
-      *(f'{ARCH_NAMES[arch]} & ' + ' & '.join(row) + r' \\'
-        for arch, row in zip(ARCHS, _table_rows(runs, dataset, _LATEX))),
-      r'\bottomrule',
-      r'\end{tabular}',
-      r'\end{table}',
+    r"% Generated by gevb_jax.report; needs \usepackage{booktabs}.",
+    *(f"% {line}" for line in status.lines()),
+    r"\begin{table}",
+    r"\centering",
+    f"\\caption{{{caption}.}}",
+    r"\begin{tabular}{l" + "c" * len(COLUMNS) + "}",
+    r"\toprule",
+    r" & \multicolumn{4}{c}{Vectorized networks}"
+    r" & \multicolumn{4}{c}{Conventional networks} \\",
+    r"\cmidrule(lr){2-5} \cmidrule(lr){6-9}",
+    f" & {sign_groups} \\\\",
+    r"\cmidrule(lr){2-3} \cmidrule(lr){4-5} \cmidrule(lr){6-7} "
+    r"\cmidrule(lr){8-9}",
+    " & " + " & ".join(rule.upper() for _, _, rule in COLUMNS) + r" \\",
+    r"\midrule",
+    *(
+      f"{ARCH_NAMES[arch]} & " + " & ".join(row) + r" \\"
+      for arch, row in zip(ARCHS, _table_rows(runs, dataset, _LATEX))
+    ),
+    r"\bottomrule",
+    r"\end{tabular}",
+    r"\end{table}",
   ]
-  return '\n'.join(lines) + '\n'
+  return "\n".join(lines) + "\n"
