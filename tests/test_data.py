@@ -17,19 +17,19 @@ from sklearn import datasets as sk_datasets
 
 from gevb_jax import data
 
-FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-TRAIN_IMAGES = 'train-images-idx3-ubyte'
-TRAIN_LABELS = 'train-labels-idx1-ubyte'
-TEST_IMAGES = 't10k-images-idx3-ubyte'
-TEST_LABELS = 't10k-labels-idx1-ubyte'
-CIFAR_MEMBERS = tuple(f'data_batch_{i}' for i in range(1, 6)) + ('test_batch',)
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+CIFAR_MEMBERS = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
 def _cfg(**overrides):
   cfg = ml_collections.ConfigDict(
-      dict(source='idx', path='', name='', data_dir=None))
+      dict(source="idx", path="", name="", data_dir=None))
   cfg.update(overrides)
   return cfg
 
@@ -43,17 +43,17 @@ def _scaled(pixels):
 
 def _idx_bytes(array, magic):
   array = np.asarray(array, np.uint8)
-  dims = b''.join(d.to_bytes(4, 'big') for d in array.shape)
-  return magic.to_bytes(4, 'big') + dims + array.tobytes()
+  dims = b"".join(d.to_bytes(4, "big") for d in array.shape)
+  return magic.to_bytes(4, "big") + dims + array.tobytes()
 
 
 def _write(path, payload, gz=False):
   if gz:
-    path = str(path) + '.gz'
-    with gzip.open(path, 'wb') as f:
+    path = str(path) + ".gz"
+    with gzip.open(path, "wb") as f:
       f.write(payload)
   else:
-    with open(path, 'wb') as f:
+    with open(path, "wb") as f:
       f.write(payload)
   return path
 
@@ -70,10 +70,10 @@ def _idx_arrays():
 def _write_idx_dir(directory, gz=False, **replace):
   """Writes the four idx files; `replace` overrides a file's raw bytes."""
   train_x, train_y, test_x, test_y = _idx_arrays()
-  files = {'train_images': _idx_bytes(train_x, IMAGES_MAGIC),
-           'train_labels': _idx_bytes(train_y, LABELS_MAGIC),
-           'test_images': _idx_bytes(test_x, IMAGES_MAGIC),
-           'test_labels': _idx_bytes(test_y, LABELS_MAGIC)}
+  files = {"train_images": _idx_bytes(train_x, IMAGES_MAGIC),
+           "train_labels": _idx_bytes(train_y, LABELS_MAGIC),
+           "test_images": _idx_bytes(test_x, IMAGES_MAGIC),
+           "test_labels": _idx_bytes(test_y, LABELS_MAGIC)}
   files.update(replace)
   names = dict(train_images=TRAIN_IMAGES, train_labels=TRAIN_LABELS,
                test_images=TEST_IMAGES, test_labels=TEST_LABELS)
@@ -82,10 +82,10 @@ def _write_idx_dir(directory, gz=False, **replace):
   return directory
 
 
-@pytest.mark.parametrize('gz', [False, True])
+@pytest.mark.parametrize("gz", [False, True])
 def test_idx_loads_shapes_scaling_and_labels(tmp_path, gz):
   _write_idx_dir(tmp_path, gz=gz)
-  ds = data.load_dataset(_cfg(path=str(tmp_path), name='tiny'))
+  ds = data.load_dataset(_cfg(path=str(tmp_path), name="tiny"))
   train_x, train_y, test_x, test_y = _idx_arrays()
   assert ds.train_x.shape == (5, 4, 3, 1) and ds.test_x.shape == (3, 4, 3, 1)
   assert ds.train_x.dtype == ds.test_x.dtype == np.float32
@@ -95,12 +95,12 @@ def test_idx_loads_shapes_scaling_and_labels(tmp_path, gz):
   np.testing.assert_array_equal(ds.test_x[..., 0], _scaled(test_x))
   np.testing.assert_array_equal(ds.train_y, train_y)
   np.testing.assert_array_equal(ds.test_y, test_y)
-  assert (ds.num_classes, ds.name) == (10, 'tiny')
+  assert (ds.num_classes, ds.name) == (10, "tiny")
 
 
 def test_idx_accepts_mixed_plain_and_gzip_files(tmp_path):
   _write_idx_dir(tmp_path, gz=True)
-  os.remove(tmp_path / (TEST_LABELS + '.gz'))
+  os.remove(tmp_path / (TEST_LABELS + ".gz"))
   _write(tmp_path / TEST_LABELS, _idx_bytes([4, 4, 4], LABELS_MAGIC))
   ds = data.load_dataset(_cfg(path=str(tmp_path)))
   np.testing.assert_array_equal(ds.test_y, [4, 4, 4])
@@ -108,10 +108,10 @@ def test_idx_accepts_mixed_plain_and_gzip_files(tmp_path):
 
 @pytest.mark.skipif(
     not os.path.isdir(FASHION_MNIST_DIR),
-    reason=f'{FASHION_MNIST_DIR} absent; '
-    'apt-get install dataset-fashion-mnist provides it')
+    reason=f"{FASHION_MNIST_DIR} absent; "
+    "apt-get install dataset-fashion-mnist provides it")
 def test_idx_loads_debian_fashion_mnist():
-  ds = data.load_dataset(_cfg(path=FASHION_MNIST_DIR, name='fashion_mnist'))
+  ds = data.load_dataset(_cfg(path=FASHION_MNIST_DIR, name="fashion_mnist"))
   assert ds.train_x.shape == (60000, 28, 28, 1)
   assert ds.test_x.shape == (10000, 28, 28, 1)
   assert ds.train_x.min() == -1.0 and ds.train_x.max() == 1.0
@@ -120,15 +120,15 @@ def test_idx_loads_debian_fashion_mnist():
 
 
 def test_idx_missing_directory(tmp_path):
-  missing = tmp_path / 'nowhere'
-  with pytest.raises(data.DataError, match='dataset-fashion-mnist') as err:
+  missing = tmp_path / "nowhere"
+  with pytest.raises(data.DataError, match="dataset-fashion-mnist") as err:
     data.load_dataset(_cfg(path=str(missing)))
   assert str(missing) in str(err.value)
 
 
 def test_idx_empty_path():
-  with pytest.raises(data.DataError, match='needs cfg.path'):
-    data.load_dataset(_cfg(path=''))
+  with pytest.raises(data.DataError, match="needs cfg.path"):
+    data.load_dataset(_cfg(path=""))
 
 
 def test_idx_missing_file(tmp_path):
@@ -138,14 +138,14 @@ def test_idx_missing_file(tmp_path):
     data.load_dataset(_cfg(path=str(tmp_path)))
 
 
-@pytest.mark.parametrize('gz', [False, True])
+@pytest.mark.parametrize("gz", [False, True])
 def test_idx_wrong_magic(tmp_path, gz):
   _write_idx_dir(tmp_path, gz=gz,
                  train_images=_idx_bytes(np.zeros(3), LABELS_MAGIC))
   with pytest.raises(data.DataError) as err:
     data.load_dataset(_cfg(path=str(tmp_path)))
   assert TRAIN_IMAGES in str(err.value)
-  assert '0x00000803' in str(err.value) and '0x00000801' in str(err.value)
+  assert "0x00000803" in str(err.value) and "0x00000801" in str(err.value)
 
 
 def test_idx_truncated_file(tmp_path):
@@ -159,16 +159,16 @@ def test_idx_truncated_file(tmp_path):
 
 
 def test_idx_truncated_header(tmp_path):
-  _write_idx_dir(tmp_path, test_labels=LABELS_MAGIC.to_bytes(4, 'big'))
+  _write_idx_dir(tmp_path, test_labels=LABELS_MAGIC.to_bytes(4, "big"))
   with pytest.raises(data.DataError,
-                     match=f'{TEST_LABELS}: header needs 8 bytes'):
+                     match=f"{TEST_LABELS}: header needs 8 bytes"):
     data.load_dataset(_cfg(path=str(tmp_path)))
 
 
 def test_idx_corrupt_gzip(tmp_path):
   _write_idx_dir(tmp_path, gz=True)
-  with open(tmp_path / (TRAIN_LABELS + '.gz'), 'wb') as f:
-    f.write(b'not gzip at all')
+  with open(tmp_path / (TRAIN_LABELS + ".gz"), "wb") as f:
+    f.write(b"not gzip at all")
   with pytest.raises(data.DataError, match=TRAIN_LABELS):
     data.load_dataset(_cfg(path=str(tmp_path)))
 
@@ -176,7 +176,7 @@ def test_idx_corrupt_gzip(tmp_path):
 def test_idx_label_out_of_range(tmp_path):
   _write_idx_dir(tmp_path,
                  test_labels=_idx_bytes([1, 10, 2], LABELS_MAGIC))
-  with pytest.raises(data.DataError, match=f'{TEST_LABELS}.*label 10'):
+  with pytest.raises(data.DataError, match=f"{TEST_LABELS}.*label 10"):
     data.load_dataset(_cfg(path=str(tmp_path)))
 
 
@@ -202,8 +202,8 @@ def _cifar_batch(member, labels=None, data=None):
       row[c * 1024 + r * 32 + col] = 255
   if labels is None:
     labels = [CIFAR_MEMBERS.index(member), 9]
-  return pickle.dumps({b'batch_label': member.encode(), b'labels': labels,
-                       b'data': data})
+  return pickle.dumps({b"batch_label": member.encode(), b"labels": labels,
+                       b"data": data})
 
 
 def _cifar_members(**replace):
@@ -213,7 +213,7 @@ def _cifar_members(**replace):
 
 
 def _write_cifar_dir(root, **replace):
-  directory = root / 'cifar-10-batches-py'
+  directory = root / "cifar-10-batches-py"
   directory.mkdir(parents=True)
   for member, raw in _cifar_members(**replace).items():
     (directory / member).write_bytes(raw)
@@ -221,25 +221,25 @@ def _write_cifar_dir(root, **replace):
 
 
 def _write_cifar_tar(root, **replace):
-  path = root / 'cifar-10-python.tar.gz'
-  with tarfile.open(path, 'w:gz') as tar:
+  path = root / "cifar-10-python.tar.gz"
+  with tarfile.open(path, "w:gz") as tar:
     for member, raw in _cifar_members(**replace).items():
-      info = tarfile.TarInfo(f'cifar-10-batches-py/{member}')
+      info = tarfile.TarInfo(f"cifar-10-batches-py/{member}")
       info.size = len(raw)
       tar.addfile(info, io.BytesIO(raw))
   return path
 
 
-@pytest.mark.parametrize('layout', ['tar', 'dir_with_tar', 'dir',
-                                    'dir_with_dir'])
+@pytest.mark.parametrize("layout", ["tar", "dir_with_tar", "dir",
+                                    "dir_with_dir"])
 def test_cifar_loads_hwc_scaled_in_order(tmp_path, layout):
-  if layout.startswith('tar') or layout == 'dir_with_tar':
+  if layout.startswith("tar") or layout == "dir_with_tar":
     path = _write_cifar_tar(tmp_path)
   else:
     path = _write_cifar_dir(tmp_path)
-  if layout.startswith('dir_with'):
+  if layout.startswith("dir_with"):
     path = tmp_path
-  ds = data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  ds = data.load_dataset(_cfg(source="cifar10", path=str(path)))
   assert ds.train_x.shape == (10, 32, 32, 3)
   assert ds.test_x.shape == (2, 32, 32, 3)
   assert ds.train_x.dtype == ds.test_x.dtype == np.float32
@@ -252,76 +252,76 @@ def test_cifar_loads_hwc_scaled_in_order(tmp_path, layout):
   for image, (c, r, col) in zip(expected, pixels):
     image[r, col, c] = 1.0
   np.testing.assert_array_equal(images, expected)
-  assert (ds.num_classes, ds.name) == (10, 'cifar10')
+  assert (ds.num_classes, ds.name) == (10, "cifar10")
 
 
 def test_cifar_missing_path(tmp_path):
-  missing = tmp_path / 'nothing-here'
-  with pytest.raises(data.DataError, match='cifar-10-python.tar.gz') as err:
-    data.load_dataset(_cfg(source='cifar10', path=str(missing)))
+  missing = tmp_path / "nothing-here"
+  with pytest.raises(data.DataError, match="cifar-10-python.tar.gz") as err:
+    data.load_dataset(_cfg(source="cifar10", path=str(missing)))
   assert str(missing) in str(err.value)
 
 
 def test_cifar_missing_tar_member(tmp_path):
   path = _write_cifar_tar(tmp_path, test_batch=None)
-  with pytest.raises(data.DataError, match='cifar-10-batches-py/test_batch'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  with pytest.raises(data.DataError, match="cifar-10-batches-py/test_batch"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 def test_cifar_missing_dir_file(tmp_path):
   _write_cifar_dir(tmp_path, data_batch_3=None)
-  with pytest.raises(data.DataError, match='data_batch_3'):
-    data.load_dataset(_cfg(source='cifar10', path=str(tmp_path)))
+  with pytest.raises(data.DataError, match="data_batch_3"):
+    data.load_dataset(_cfg(source="cifar10", path=str(tmp_path)))
 
 
 def test_cifar_corrupt_archive(tmp_path):
-  path = tmp_path / 'cifar-10-python.tar.gz'
-  path.write_bytes(b'\x1f\x8b garbage')
-  with pytest.raises(data.DataError, match='readable CIFAR-10 archive') as err:
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
-  assert '\n' not in str(err.value)
+  path = tmp_path / "cifar-10-python.tar.gz"
+  path.write_bytes(b"\x1f\x8b garbage")
+  with pytest.raises(data.DataError, match="readable CIFAR-10 archive") as err:
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
+  assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize('writer', [_write_cifar_tar, _write_cifar_dir])
+@pytest.mark.parametrize("writer", [_write_cifar_tar, _write_cifar_dir])
 def test_cifar_corrupt_pickle(tmp_path, writer):
-  path = writer(tmp_path, data_batch_2=b'\x80\x04 not a pickle')
-  with pytest.raises(data.DataError, match='data_batch_2: corrupt pickle'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  path = writer(tmp_path, data_batch_2=b"\x80\x04 not a pickle")
+  with pytest.raises(data.DataError, match="data_batch_2: corrupt pickle"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 def test_cifar_wrong_data_length(tmp_path):
-  short = _cifar_batch('data_batch_4', data=np.zeros((2, 3000), np.uint8))
+  short = _cifar_batch("data_batch_4", data=np.zeros((2, 3000), np.uint8))
   path = _write_cifar_tar(tmp_path, data_batch_4=short)
-  with pytest.raises(data.DataError, match=r'data_batch_4.*\(N, 3072\)'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  with pytest.raises(data.DataError, match=r"data_batch_4.*\(N, 3072\)"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 def test_cifar_label_out_of_range(tmp_path):
-  bad = _cifar_batch('test_batch', labels=[3, -1])
+  bad = _cifar_batch("test_batch", labels=[3, -1])
   path = _write_cifar_dir(tmp_path, test_batch=bad)
-  with pytest.raises(data.DataError, match='test_batch: label -1'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  with pytest.raises(data.DataError, match="test_batch: label -1"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 def test_cifar_label_count_mismatch(tmp_path):
-  bad = _cifar_batch('data_batch_1', labels=[1, 2, 3])
+  bad = _cifar_batch("data_batch_1", labels=[1, 2, 3])
   path = _write_cifar_dir(tmp_path, data_batch_1=bad)
-  with pytest.raises(data.DataError, match='data_batch_1: 2 images'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  with pytest.raises(data.DataError, match="data_batch_1: 2 images"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 # ------------------------------------------------------------------- digits.
 
 
 def test_digits_split_is_deterministic_stratified_partition():
-  first = data.load_dataset(_cfg(source='digits'))
-  second = data.load_dataset(_cfg(source='digits'))
+  first = data.load_dataset(_cfg(source="digits"))
+  second = data.load_dataset(_cfg(source="digits"))
   for a, b in zip(first[:4], second[:4]):
     np.testing.assert_array_equal(a, b)
   assert first.train_x.shape == (1437, 8, 8, 1)
   assert first.test_x.shape == (360, 8, 8, 1)
   assert first.train_x.dtype == np.float32 and first.train_y.dtype == np.int32
-  assert (first.num_classes, first.name) == (10, 'digits')
+  assert (first.num_classes, first.name) == (10, "digits")
 
   def rows(images, labels):
     return collections.Counter(
@@ -342,33 +342,33 @@ def test_digits_split_is_deterministic_stratified_partition():
 
 def test_unknown_source_lists_choices():
   with pytest.raises(data.DataError) as err:
-    data.load_dataset(_cfg(source='bogus'))
+    data.load_dataset(_cfg(source="bogus"))
   message = str(err.value)
   assert "'bogus'" in message
   assert all(choice in message for choice in data.SOURCES)
 
 
 def test_tfds_unknown_name_lists_choices():
-  with pytest.raises(data.DataError, match='mnist, fashion_mnist, cifar10'):
-    data.load_dataset(_cfg(source='tfds', name='imagenet'))
+  with pytest.raises(data.DataError, match="mnist, fashion_mnist, cifar10"):
+    data.load_dataset(_cfg(source="tfds", name="imagenet"))
 
 
 def test_tfds_missing_package_says_how_to_install(monkeypatch):
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)
-  with pytest.raises(data.DataError, match=r'pip install -e \.\[tfds\]'):
-    data.load_dataset(_cfg(source='tfds', name='mnist'))
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+  with pytest.raises(data.DataError, match=r"pip install -e \.\[tfds\]"):
+    data.load_dataset(_cfg(source="tfds", name="mnist"))
 
 
 def test_tfds_mock_data(tmp_path, monkeypatch):
   tfds = pytest.importorskip(
-      'tensorflow_datasets',
-      reason='tensorflow-datasets not installed (pip install -e .[tfds])')
+      "tensorflow_datasets",
+      reason="tensorflow-datasets not installed (pip install -e .[tfds])")
   # Mocked builders have no split sizes, so batch_size=-1 would batch by
   # sys.maxsize, which TensorFlow cannot allocate; give them the mock's size.
-  monkeypatch.setattr(tfds.core.SplitDict, 'total_num_examples',
+  monkeypatch.setattr(tfds.core.SplitDict, "total_num_examples",
                       property(lambda self: 6))
   with tfds.testing.mock_data(num_examples=6):
-    ds = data.load_dataset(_cfg(source='tfds', name='fashion_mnist',
+    ds = data.load_dataset(_cfg(source="tfds", name="fashion_mnist",
                                 data_dir=str(tmp_path)))
   assert ds.train_x.shape == ds.test_x.shape == (6, 28, 28, 1)
   assert ds.train_x.dtype == np.float32 and ds.train_y.dtype == np.int32
@@ -376,7 +376,7 @@ def test_tfds_mock_data(tmp_path, monkeypatch):
   np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
   assert pixels.min() >= 0 and pixels.max() <= 255
   assert ds.train_y.min() >= 0 and ds.train_y.max() < 10
-  assert (ds.num_classes, ds.name) == (10, 'fashion_mnist')
+  assert (ds.num_classes, ds.name) == (10, "fashion_mnist")
 
 
 # ----------------------------------------------------------------- batching.
@@ -401,7 +401,7 @@ def test_epoch_permutation_changes_with_epoch_and_seed():
 
 
 def test_epoch_permutation_rejects_negative_arguments():
-  with pytest.raises(data.DataError, match='non-negative'):
+  with pytest.raises(data.DataError, match="non-negative"):
     data.epoch_permutation(10, seed=-1, epoch=0)
 
 
@@ -415,9 +415,9 @@ def test_batch_indices_drop_remainder_and_are_distinct():
   np.testing.assert_array_equal(np.sort(exact.ravel()), np.arange(100))
 
 
-@pytest.mark.parametrize('batch_size', [0, 11])
+@pytest.mark.parametrize("batch_size", [0, 11])
 def test_batch_indices_rejects_bad_batch_size(batch_size):
   with pytest.raises(data.DataError) as err:
     data.batch_indices(10, batch_size, seed=0, epoch=0)
-  assert f'batch_size {batch_size}' in str(err.value)
-  assert 'number of examples 10' in str(err.value)
+  assert f"batch_size {batch_size}" in str(err.value)
+  assert "number of examples 10" in str(err.value)
