@@ -9,6 +9,11 @@ labels as int32 arrays. Sources, chosen by `cfg.source`:
 * ``idx``: a directory of MNIST-format idx files, plain or gzipped, e.g. the
   Debian Fashion-MNIST package at /usr/share/datasets/fashion-mnist.
 * ``cifar10``: the CIFAR-10 python archive or its extracted directory.
+* ``download``: mnist or cifar10 (`cfg.name`) from the raw archives, downloaded
+  once into a cache directory and checked against their published SHA-256
+  (`gevb_jax.download`): ``cfg.cache_dir``, else ``$GEVB_JAX_DATA``, else
+  ``~/.cache/gevb_jax``; fetched from the datasets' origins or from a mirror
+  laid out like the cache (``cfg.mirror``, else ``$GEVB_JAX_MIRROR``).
 * ``tfds``: mnist, fashion_mnist or cifar10 through tensorflow-datasets.
 
 Every bad input raises `DataError` with a one-line message.
@@ -20,11 +25,13 @@ import pickle
 import posixpath
 import tarfile
 import zlib
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-SOURCES = ("digits", "idx", "cifar10", "tfds")
+from gevb_jax import download
+
+SOURCES = ("digits", "idx", "cifar10", "download", "tfds")
 TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10")
 
 DIGITS_TEST_SIZE = 360
@@ -35,8 +42,8 @@ IDX_LABELS_MAGIC = 0x00000801
 IDX_SPLITS = (("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
               ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
 IDX_HINT = ("for Fashion-MNIST run `apt-get install dataset-fashion-mnist` "
-            "(installs /usr/share/datasets/fashion-mnist); for MNIST download "
-            "the four idx .gz files from http://yann.lecun.com/exdb/mnist/")
+            "(installs /usr/share/datasets/fashion-mnist); for MNIST let "
+            'source "download" fetch its four idx .gz files')
 
 CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
 CIFAR_DIR = "cifar-10-batches-py"
@@ -44,7 +51,8 @@ CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST_BATCH = "test_batch"
 CIFAR_ROW_BYTES = 3 * 32 * 32
 CIFAR_HINT = ("download cifar-10-python.tar.gz from "
-              "https://www.cs.toronto.edu/~kriz/cifar.html")
+              "https://www.cs.toronto.edu/~kriz/cifar.html, or let source "
+              '"download" fetch it')
 
 # (train_x, train_y, test_x, test_y), as returned by each source's loader.
 Splits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -73,14 +81,16 @@ class Dataset(NamedTuple):
   name: str
 
 
-def load_dataset(cfg: Any) -> Dataset:
+def load_dataset(cfg):
   """Loads the dataset described by `cfg`.
 
   Args:
     cfg: a ConfigDict (or any object with these attributes): `source`, one of
       `SOURCES`; `path`, the data location for the idx and cifar10 sources;
-      `name`, the tensorflow-datasets name for the tfds source (otherwise only
-      recorded in `Dataset.name`); `data_dir`, the tfds data_dir or None.
+      `name`, the dataset for the download and tfds sources (otherwise only
+      recorded in `Dataset.name`); `cache_dir` and `mirror` for the download
+      source ("" or absent: the environment or the defaults); `data_dir`, the
+      tfds data_dir or None.
 
   Returns:
     The scaled `Dataset`.
@@ -100,6 +110,9 @@ def load_dataset(cfg: Any) -> Dataset:
     splits = _load_idx(path)
   elif source == "cifar10":
     splits = _load_cifar10(path)
+  elif source == "download":
+    splits = _load_download(name, getattr(cfg, "cache_dir", None) or "",
+                            getattr(cfg, "mirror", None) or "")
   elif source == "tfds":
     splits = _load_tfds(name, getattr(cfg, "data_dir", None))
   else:
@@ -194,14 +207,19 @@ def _load_digits() -> Splits:
   return train_x, train_y, test_x, test_y
 
 
-def _load_idx(directory: str) -> Splits:
+def _load_idx(directory):
   """Loads the train and test splits from a directory of idx files."""
   if not os.path.isdir(directory):
     raise DataError(f"idx directory {directory!r} not found; {IDX_HINT}")
+  return _load_idx_files([
+      (_find_idx_file(directory, images), _find_idx_file(directory, labels))
+      for images, labels in IDX_SPLITS])
+
+
+def _load_idx_files(paths):
+  """Loads the splits from (images path, labels path) pairs, train then test."""
   splits = []
-  for images_base, labels_base in IDX_SPLITS:
-    images_path = _find_idx_file(directory, images_base)
-    labels_path = _find_idx_file(directory, labels_base)
+  for images_path, labels_path in paths:
     images = _read_idx(images_path, IDX_IMAGES_MAGIC)
     labels = _read_idx(labels_path, IDX_LABELS_MAGIC)
     if len(images) != len(labels):
@@ -315,6 +333,27 @@ def _parse_cifar_batch(raw: bytes,
   labels = _checked_labels(batch[b"labels"], len(data), 10, where)
   images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return _scale_uint8(images), labels
+
+
+def _load_download(name, cache_dir, mirror):
+  """Loads mnist or cifar10 from its cached archives, downloading missing ones.
+
+  Only the files `download.fetch` verified are read, never other files that
+  may sit beside them (e.g. extracted copies).
+  """
+  if name not in download.ARCHIVES:
+    raise DataError(f'source "download" has no dataset {name!r}; set cfg.name '
+                    f"to one of {', '.join(download.ARCHIVES)}")
+  try:
+    directory = download.fetch(name, cache_dir, mirror)
+  except download.DownloadError as e:
+    raise DataError(str(e)) from e
+  if name == "mnist":
+    return _load_idx_files([
+        (os.path.join(directory, f"{images}.gz"),
+         os.path.join(directory, f"{labels}.gz"))
+        for images, labels in IDX_SPLITS])
+  return _load_cifar10(os.path.join(directory, CIFAR_ARCHIVE))
 
 
 def _load_tfds(name: str, data_dir: str | None) -> Splits:

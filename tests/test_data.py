@@ -2,11 +2,15 @@
 
 import collections
 import gzip
+import hashlib
+import http.server
 import io
 import os
 import pickle
 import sys
 import tarfile
+import threading
+import urllib.request
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +19,7 @@ import numpy as np
 import pytest
 from sklearn import datasets as sk_datasets
 
-from gevb_jax import data
+from gevb_jax import data, download
 
 FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGES_MAGIC = 0x00000803
@@ -335,6 +339,265 @@ def test_digits_split_is_deterministic_stratified_partition():
 
   class_share = np.bincount(digits.target) / len(digits.target)
   assert np.all(np.abs(np.bincount(first.test_y) - 360 * class_share) <= 1)
+
+
+# ----------------------------------------------------------------- download.
+
+
+class _Mirror:
+  """An HTTP server on 127.0.0.1 serving `root`, in a thread.
+
+  Attributes:
+    url: its base URL.
+    requests: the paths asked for, in order.
+    cut: if True, each body stops halfway under the full Content-Length and
+      the connection closes, as when a download is cut off.
+  """
+
+  def __init__(self, root):
+    self.root, self.requests, self.cut = root, [], False
+    mirror = self
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+
+      def do_GET(self):
+        mirror.requests.append(self.path)
+        path = mirror.root / self.path.lstrip("/")
+        if not path.is_file():
+          self.send_error(404)
+          return
+        body = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[:len(body) // 2] if mirror.cut else body)
+
+      def log_message(self, *args):
+        pass
+
+    self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    self.url = f"http://127.0.0.1:{self.server.server_port}"
+    threading.Thread(target=self.server.serve_forever, args=(0.01,),
+                     daemon=True).start()
+
+  def stop(self):
+    self.server.shutdown()
+    self.server.server_close()
+
+
+def _archive_of(path):
+  """The `download.Archive` (name, size, SHA-256) of a file on disk."""
+  raw = path.read_bytes()
+  return download.Archive(path.name, len(raw), hashlib.sha256(raw).hexdigest())
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+  """Serves tiny MNIST and CIFAR-10 archives under the real file names, laid
+  out like the cache, and makes their sizes and SHA-256 the published ones."""
+  root = tmp_path / "mirror"
+  (root / "mnist").mkdir(parents=True)
+  _write_idx_dir(root / "mnist", gz=True)
+  (root / "cifar10").mkdir()
+  _write_cifar_tar(root / "cifar10")
+  for name, archives in list(download.ARCHIVES.items()):
+    monkeypatch.setitem(download.ARCHIVES, name, tuple(
+        _archive_of(root / name / a.filename) for a in archives))
+  monkeypatch.delenv(download.CACHE_ENV, raising=False)
+  monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+  server = _Mirror(root)
+  yield server
+  server.stop()
+
+
+def _download_cfg(mirror, cache, name="mnist"):
+  return _cfg(source="download", name=name, cache_dir=str(cache),
+              mirror=mirror.url)
+
+
+def _local_copy(mirror, name):
+  """The served archives of `name` loaded straight from disk."""
+  if name == "mnist":
+    return data.load_dataset(_cfg(source="idx", path=str(mirror.root / name)))
+  return data.load_dataset(_cfg(
+      source="cifar10", path=str(mirror.root / name / "cifar-10-python.tar.gz")))
+
+
+def _assert_same_arrays(ds, expected):
+  for got, want in zip(ds[:4], expected[:4]):
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_download_loads_the_served_archives_and_caches_only_them(mirror, tmp_path,
+                                                                 name):
+  ds = data.load_dataset(_download_cfg(mirror, tmp_path / "cache", name))
+  _assert_same_arrays(ds, _local_copy(mirror, name))
+  assert (ds.num_classes, ds.name) == (10, name)
+  filenames = [a.filename for a in download.ARCHIVES[name]]
+  assert mirror.requests == [f"/{name}/{f}" for f in filenames]
+  assert sorted(os.listdir(tmp_path / "cache" / name)) == sorted(filenames)
+
+
+def test_download_mnist_arrays_are_the_idx_contents(mirror, tmp_path):
+  ds = data.load_dataset(_download_cfg(mirror, tmp_path / "cache"))
+  train_x, train_y, test_x, test_y = _idx_arrays()
+  np.testing.assert_array_equal(ds.train_x[..., 0], _scaled(train_x))
+  np.testing.assert_array_equal(ds.test_x[..., 0], _scaled(test_x))
+  np.testing.assert_array_equal(ds.train_y, train_y)
+  np.testing.assert_array_equal(ds.test_y, test_y)
+
+
+def test_download_from_a_file_url_mirror(mirror, tmp_path):
+  cfg = _cfg(source="download", name="mnist", cache_dir=str(tmp_path / "cache"),
+             mirror=mirror.root.as_uri())
+  _assert_same_arrays(data.load_dataset(cfg), _local_copy(mirror, "mnist"))
+  assert not mirror.requests
+
+
+def test_download_second_run_reads_the_cache_without_the_network(
+    mirror, tmp_path, monkeypatch):
+  # Locations from the environment this time; cfg leaves them empty.
+  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "env-cache"))
+  monkeypatch.setenv(download.MIRROR_ENV, mirror.url)
+  cfg = _cfg(source="download", name="cifar10", cache_dir="", mirror="")
+  first = data.load_dataset(cfg)
+  assert len(mirror.requests) == 1
+  assert os.listdir(tmp_path / "env-cache" / "cifar10") == [
+      "cifar-10-python.tar.gz"]
+  mirror.stop()
+  second = data.load_dataset(cfg)
+  _assert_same_arrays(second, first)
+  assert len(mirror.requests) == 1
+
+
+def test_download_wrong_checksum_is_one_line_and_caches_nothing(mirror, tmp_path,
+                                                                monkeypatch):
+  archives = list(download.ARCHIVES["mnist"])
+  served = archives[1]
+  archives[1] = served._replace(sha256="0" * 64)
+  monkeypatch.setitem(download.ARCHIVES, "mnist", tuple(archives))
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_download_cfg(mirror, tmp_path / "cache"))
+  message = str(err.value)
+  assert "\n" not in message
+  assert f"{mirror.url}/mnist/{served.filename}" in message
+  assert "0" * 64 in message and served.sha256 in message
+  # The file checked before it stays; the bad one and its temporary file do not.
+  assert os.listdir(tmp_path / "cache" / "mnist") == [archives[0].filename]
+
+
+def test_download_cut_off_caches_nothing_and_a_rerun_succeeds(mirror, tmp_path):
+  cfg = _download_cfg(mirror, tmp_path / "cache", "cifar10")
+  mirror.cut = True
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(cfg)
+  size = download.ARCHIVES["cifar10"][0].size
+  assert f"stopped after {size // 2} of {size} bytes" in str(err.value)
+  assert "\n" not in str(err.value)
+  assert os.listdir(tmp_path / "cache" / "cifar10") == []
+  mirror.cut = False
+  _assert_same_arrays(data.load_dataset(cfg), _local_copy(mirror, "cifar10"))
+
+
+@pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"),
+                                   KeyboardInterrupt()])
+def test_download_error_mid_stream_leaves_no_partial_file(mirror, tmp_path,
+                                                          monkeypatch, error):
+  monkeypatch.setattr(download, "CHUNK_BYTES", 16)
+  real_urlopen = urllib.request.urlopen
+  reads = []
+
+  def failing_urlopen(url, timeout):
+    response = real_urlopen(url, timeout=timeout)
+    real_read = response.read
+
+    def read(amt):
+      reads.append(amt)
+      if len(reads) > 1:
+        raise error
+      return real_read(amt)
+
+    response.read = read
+    return response
+
+  monkeypatch.setattr(urllib.request, "urlopen", failing_urlopen)
+  cfg = _download_cfg(mirror, tmp_path / "cache", "cifar10")
+  with pytest.raises((data.DataError, KeyboardInterrupt)) as err:
+    data.load_dataset(cfg)
+  assert type(err.value) is (KeyboardInterrupt if isinstance(
+      error, KeyboardInterrupt) else data.DataError)
+  assert len(reads) == 2  # One chunk was written before the failure.
+  assert os.listdir(tmp_path / "cache" / "cifar10") == []
+  monkeypatch.setattr(urllib.request, "urlopen", real_urlopen)
+  _assert_same_arrays(data.load_dataset(cfg), _local_copy(mirror, "cifar10"))
+
+
+def test_download_error_names_the_url_and_where_to_put_the_file(mirror, tmp_path):
+  os.remove(mirror.root / "cifar10" / "cifar-10-python.tar.gz")
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_download_cfg(mirror, tmp_path / "cache", "cifar10"))
+  message = str(err.value)
+  assert "\n" not in message and "404" in message
+  assert f"{mirror.url}/cifar10/cifar-10-python.tar.gz" in message
+  target = tmp_path / "cache" / "cifar10" / "cifar-10-python.tar.gz"
+  assert f"by hand to {target}" in message
+  assert os.listdir(target.parent) == []
+
+
+@pytest.mark.parametrize("damage", ["same_size", "truncated"])
+def test_download_refuses_a_damaged_cached_file(mirror, tmp_path, damage):
+  cfg = _download_cfg(mirror, tmp_path / "cache")
+  data.load_dataset(cfg)
+  cached = tmp_path / "cache" / "mnist" / TEST_IMAGES
+  cached = cached.with_name(cached.name + ".gz")
+  raw = cached.read_bytes()
+  cached.write_bytes(bytes(len(raw)) if damage == "same_size" else raw[:-1])
+  mirror.stop()
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(cfg)
+  message = str(err.value)
+  assert "\n" not in message and str(cached) in message
+  assert "delete it to download it again" in message
+  expected = (download.ARCHIVES["mnist"][2].sha256 if damage == "same_size"
+              else f"{len(raw) - 1} bytes, expected {len(raw)}")
+  assert expected in message
+
+
+def test_download_unknown_dataset_lists_choices(tmp_path):
+  with pytest.raises(data.DataError, match="one of mnist, cifar10"):
+    data.load_dataset(_cfg(source="download", name="fashion_mnist",
+                           cache_dir=str(tmp_path)))
+  assert not os.listdir(tmp_path)
+
+
+def test_download_locations_argument_then_environment_then_default(monkeypatch,
+                                                                   tmp_path):
+  monkeypatch.delenv(download.CACHE_ENV, raising=False)
+  monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert download.cache_root() == str(tmp_path / ".cache" / "gevb_jax")
+  assert download.archive_url("cifar10", "c.tar.gz") == (
+      "https://www.cs.toronto.edu/~kriz/c.tar.gz")
+  monkeypatch.setenv(download.CACHE_ENV, "/env/cache")
+  monkeypatch.setenv(download.MIRROR_ENV, "http://env.example/data")
+  assert download.cache_root() == "/env/cache"
+  assert download.archive_url("mnist", "m.gz") == (
+      "http://env.example/data/mnist/m.gz")
+  assert download.cache_root("~/mine") == str(tmp_path / "mine")
+  assert download.archive_url("mnist", "m.gz", "file:///srv/mirror/") == (
+      "file:///srv/mirror/mnist/m.gz")
+
+
+def test_download_cli_fills_the_cache(mirror, tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+  monkeypatch.setenv(download.MIRROR_ENV, mirror.url)
+  assert download.main(["download", "mnist"]) == 0
+  assert capsys.readouterr().out.split() == [str(tmp_path / "cache" / "mnist")]
+  assert len(os.listdir(tmp_path / "cache" / "mnist")) == 4
+  assert download.main(["download", "svhn"]) == 1
+  assert capsys.readouterr().err.startswith("error: no download for dataset 'svhn'")
 
 
 # ------------------------------------------------------------------- source.
