@@ -140,8 +140,10 @@ def _flatten(d, prefix=""):
   return out
 
 
-# Settings that do not change what a run computes.
-_NOT_IDENTITY = ("progress", "overwrite", "memory_budget_mb")
+# Settings that do not change what a run computes: sections or single fields.
+# Where datasets are cached or fetched from is not identity: their checksums are.
+_NOT_IDENTITY = ("progress", "overwrite", "memory_budget_mb", "data.cache_dir",
+                 "data.mirror")
 
 
 def _config_changes(config, workdir):
@@ -153,7 +155,7 @@ def _config_changes(config, workdir):
     old = _flatten(json.load(f))
   new = _flatten(json.loads(config.to_json()))
   return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(new) | set(old))
-          if k.split(".")[0] not in _NOT_IDENTITY and new.get(k) != old.get(k)]
+          if not {k, k.split(".")[0]} & set(_NOT_IDENTITY) and new.get(k) != old.get(k)]
 
 
 def _claim_workdir(config, workdir, start_over):

@@ -218,6 +218,19 @@ def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
     assert json.load(f)["rule"] == "bp"
 
 
+def test_data_locations_are_not_part_of_a_runs_identity(tmp_path):
+  config = _config()
+  recorded = json.loads(config.to_json())
+  del recorded["data"]["cache_dir"], recorded["data"]["mirror"]  # An older run.
+  (tmp_path / "config.json").write_text(json.dumps(recorded))
+  assert train._config_changes(config, str(tmp_path)) == []
+  config.data.cache_dir, config.data.mirror = "/elsewhere", "http://mirror.example"
+  assert train._config_changes(config, str(tmp_path)) == []
+  config.data.name = "mnist"
+  assert train._config_changes(config, str(tmp_path)) == [
+      "data.name: 'digits' -> 'mnist'"]
+
+
 def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, caplog):
   config = _config(num_epochs=3, stop_at_zero_train_error=False)
   reference = train.train_and_evaluate(config, str(tmp_path / "ref"))
