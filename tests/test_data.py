@@ -4,6 +4,7 @@ import collections
 import gzip
 import hashlib
 import http.server
+import importlib
 import io
 import os
 import pickle
@@ -598,6 +599,15 @@ def test_download_cli_fills_the_cache(mirror, tmp_path, monkeypatch, capsys):
   assert len(os.listdir(tmp_path / "cache" / "mnist")) == 4
   assert download.main(["download", "svhn"]) == 1
   assert capsys.readouterr().err.startswith("error: no download for dataset 'svhn'")
+
+
+@pytest.mark.parametrize("module,name", [("mnist", "mnist"),
+                                         ("cifar", "cifar10")])
+def test_paper_configs_download_by_default(mirror, tmp_path, module, name):
+  config = importlib.import_module(f"configs.{module}").get_config()
+  assert (config.data.source, config.data.name) == ("download", name)
+  config.data.cache_dir, config.data.mirror = str(tmp_path), mirror.url
+  _assert_same_arrays(data.load_dataset(config.data), _local_copy(mirror, name))
 
 
 # ------------------------------------------------------------------- source.
