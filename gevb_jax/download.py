@@ -34,8 +34,8 @@ import hashlib
 import http.client
 import os
 import sys
-import tempfile
 import urllib.request
+import uuid
 
 import tqdm
 from absl import logging
@@ -171,8 +171,10 @@ def download(url, path, archive):
   """
   directory, filename = os.path.split(path)
   logging.info("downloading %s to %s", url, path)
-  fd, partial = tempfile.mkstemp(dir=directory, prefix=f".{filename}.",
-                                 suffix=".part")
+  partial = os.path.join(directory, f".{filename}.{uuid.uuid4().hex}.part")
+  # Not tempfile.mkstemp: its files are private (0600), this one is shared data,
+  # so the umask decides, as for any file the user creates.
+  fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
   try:
     with os.fdopen(fd, "wb") as out:
       received, digest = _copy_url(url, out, archive, path)

@@ -8,6 +8,7 @@ import importlib
 import io
 import os
 import pickle
+import stat
 import sys
 import tarfile
 import threading
@@ -439,6 +440,11 @@ def test_download_loads_the_served_archives_and_caches_only_them(mirror, tmp_pat
   filenames = [a.filename for a in download.ARCHIVES[name]]
   assert mirror.requests == [f"/{name}/{f}" for f in filenames]
   assert sorted(os.listdir(tmp_path / "cache" / name)) == sorted(filenames)
+  umask = os.umask(0)
+  os.umask(umask)
+  for filename in filenames:  # Readable as any file the user creates.
+    mode = os.stat(tmp_path / "cache" / name / filename).st_mode
+    assert stat.S_IMODE(mode) == 0o666 & ~umask
 
 
 def test_download_mnist_arrays_are_the_idx_contents(mirror, tmp_path):
