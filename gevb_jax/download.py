@@ -174,7 +174,12 @@ def download(url, path, archive):
   partial = os.path.join(directory, f".{filename}.{uuid.uuid4().hex}.part")
   # Not tempfile.mkstemp: its files are private (0600), this one is shared data,
   # so the umask decides, as for any file the user creates.
-  fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  try:
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  except OSError as e:
+    raise DownloadError(f"cannot write to cache directory {directory} "
+                        f"({_one_line(e)}); set data.cache_dir or "
+                        f"${CACHE_ENV}") from e
   try:
     with os.fdopen(fd, "wb") as out:
       received, digest = _copy_url(url, out, archive, path)

@@ -479,18 +479,23 @@ def test_download_second_run_reads_the_cache_without_the_network(
   assert len(mirror.requests) == 1
 
 
+@pytest.mark.parametrize("wrong", ["sha256", "size"])
 def test_download_wrong_checksum_is_one_line_and_caches_nothing(mirror, tmp_path,
-                                                                monkeypatch):
+                                                                monkeypatch, wrong):
   archives = list(download.ARCHIVES["mnist"])
   served = archives[1]
-  archives[1] = served._replace(sha256="0" * 64)
+  if wrong == "sha256":
+    archives[1] = served._replace(sha256="0" * 64)
+    expected = f"has sha256 {served.sha256}, expected {'0' * 64}"
+  else:
+    archives[1] = served._replace(size=served.size - 1)
+    expected = f"is larger than the published {served.size - 1} bytes"
   monkeypatch.setitem(download.ARCHIVES, "mnist", tuple(archives))
   with pytest.raises(data.DataError) as err:
     data.load_dataset(_download_cfg(mirror, tmp_path / "cache"))
   message = str(err.value)
   assert "\n" not in message
-  assert f"{mirror.url}/mnist/{served.filename}" in message
-  assert "0" * 64 in message and served.sha256 in message
+  assert f"{mirror.url}/mnist/{served.filename} {expected}" in message
   # The file checked before it stays; the bad one and its temporary file do not.
   assert os.listdir(tmp_path / "cache" / "mnist") == [archives[0].filename]
 
@@ -509,7 +514,8 @@ def test_download_cut_off_caches_nothing_and_a_rerun_succeeds(mirror, tmp_path):
 
 
 @pytest.mark.parametrize("error", [ConnectionResetError("reset by peer"),
-                                   KeyboardInterrupt()])
+                                   KeyboardInterrupt()],
+                         ids=["connection_reset", "keyboard_interrupt"])
 def test_download_error_mid_stream_leaves_no_partial_file(mirror, tmp_path,
                                                           monkeypatch, error):
   monkeypatch.setattr(download, "CHUNK_BYTES", 16)
@@ -570,6 +576,15 @@ def test_download_refuses_a_damaged_cached_file(mirror, tmp_path, damage):
   expected = (download.ARCHIVES["mnist"][2].sha256 if damage == "same_size"
               else f"{len(raw) - 1} bytes, expected {len(raw)}")
   assert expected in message
+
+
+def test_download_into_an_impossible_cache_is_one_line(mirror, tmp_path):
+  (tmp_path / "file").write_bytes(b"")
+  cache = tmp_path / "file" / "cache"
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_download_cfg(mirror, cache))
+  assert str(err.value).startswith(f"cannot create cache directory {cache}")
+  assert "\n" not in str(err.value) and not mirror.requests
 
 
 def test_download_unknown_dataset_lists_choices(tmp_path):
