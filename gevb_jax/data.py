@@ -9,6 +9,11 @@ labels as int32 arrays. Sources, chosen by `cfg.source`:
 * ``idx``: a directory of MNIST-format idx files, plain or gzipped, e.g. the
   Debian Fashion-MNIST package at /usr/share/datasets/fashion-mnist.
 * ``cifar10``: the CIFAR-10 python archive or its extracted directory.
+* ``download``: mnist or cifar10 (`cfg.name`) from the raw archives, downloaded
+  once into a cache directory and checked against their published SHA-256
+  (`gevb_jax.download`): ``cfg.cache_dir``, else ``$GEVB_JAX_DATA``, else
+  ``~/.cache/gevb_jax``; fetched from the datasets' origins or from a mirror
+  laid out like the cache (``cfg.mirror``, else ``$GEVB_JAX_MIRROR``).
 * ``tfds``: mnist, fashion_mnist or cifar10 through tensorflow-datasets.
 
 Every bad input raises `DataError` with a one-line message.
@@ -20,31 +25,40 @@ import pickle
 import posixpath
 import tarfile
 import zlib
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
-SOURCES = ('digits', 'idx', 'cifar10', 'tfds')
-TFDS_NAMES = ('mnist', 'fashion_mnist', 'cifar10')
+from gevb_jax import download
+
+SOURCES = ("digits", "idx", "cifar10", "download", "tfds")
+TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10")
 
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0
 
 IDX_IMAGES_MAGIC = 0x00000803
 IDX_LABELS_MAGIC = 0x00000801
-IDX_SPLITS = (('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
-              ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'))
-IDX_HINT = ('for Fashion-MNIST run `apt-get install dataset-fashion-mnist` '
-            '(installs /usr/share/datasets/fashion-mnist); for MNIST download '
-            'the four idx .gz files from http://yann.lecun.com/exdb/mnist/')
+IDX_SPLITS = (
+  ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+  ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+)
+IDX_HINT = (
+  "for Fashion-MNIST run `apt-get install dataset-fashion-mnist` "
+  "(installs /usr/share/datasets/fashion-mnist); for MNIST let "
+  'source "download" fetch its four idx .gz files'
+)
 
-CIFAR_ARCHIVE = 'cifar-10-python.tar.gz'
-CIFAR_DIR = 'cifar-10-batches-py'
-CIFAR_TRAIN_BATCHES = tuple(f'data_batch_{i}' for i in range(1, 6))
-CIFAR_TEST_BATCH = 'test_batch'
+CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
+CIFAR_DIR = "cifar-10-batches-py"
+CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST_BATCH = "test_batch"
 CIFAR_ROW_BYTES = 3 * 32 * 32
-CIFAR_HINT = ('download cifar-10-python.tar.gz from '
-              'https://www.cs.toronto.edu/~kriz/cifar.html')
+CIFAR_HINT = (
+  "download cifar-10-python.tar.gz from "
+  "https://www.cs.toronto.edu/~kriz/cifar.html, or let source "
+  '"download" fetch it'
+)
 
 # (train_x, train_y, test_x, test_y), as returned by each source's loader.
 Splits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -65,6 +79,7 @@ class Dataset(NamedTuple):
     num_classes: number of classes.
     name: human-readable dataset name.
   """
+
   train_x: np.ndarray
   train_y: np.ndarray
   test_x: np.ndarray
@@ -73,14 +88,16 @@ class Dataset(NamedTuple):
   name: str
 
 
-def load_dataset(cfg: Any) -> Dataset:
+def load_dataset(cfg):
   """Loads the dataset described by `cfg`.
 
   Args:
     cfg: a ConfigDict (or any object with these attributes): `source`, one of
       `SOURCES`; `path`, the data location for the idx and cifar10 sources;
-      `name`, the tensorflow-datasets name for the tfds source (otherwise only
-      recorded in `Dataset.name`); `data_dir`, the tfds data_dir or None.
+      `name`, the dataset for the download and tfds sources (otherwise only
+      recorded in `Dataset.name`); `cache_dir` and `mirror` for the download
+      source ("" or absent: the environment or the defaults); `data_dir`, the
+      tfds data_dir or None.
 
   Returns:
     The scaled `Dataset`.
@@ -88,23 +105,27 @@ def load_dataset(cfg: Any) -> Dataset:
   Raises:
     DataError: for an unknown source or missing or malformed data.
   """
-  source = getattr(cfg, 'source', None)
-  path = os.path.expanduser(getattr(cfg, 'path', None) or '')
-  name = getattr(cfg, 'name', None) or source
-  if source in ('idx', 'cifar10') and not path:
-    raise DataError(f'source {source!r} needs cfg.path; '
-                    f'{IDX_HINT if source == "idx" else CIFAR_HINT}')
-  if source == 'digits':
+  source = getattr(cfg, "source", None)
+  path = os.path.expanduser(getattr(cfg, "path", None) or "")
+  name = getattr(cfg, "name", None) or source
+  if source in ("idx", "cifar10") and not path:
+    raise DataError(
+      f"source {source!r} needs cfg.path; {IDX_HINT if source == 'idx' else CIFAR_HINT}"
+    )
+  if source == "digits":
     splits = _load_digits()
-  elif source == 'idx':
+  elif source == "idx":
     splits = _load_idx(path)
-  elif source == 'cifar10':
+  elif source == "cifar10":
     splits = _load_cifar10(path)
-  elif source == 'tfds':
-    splits = _load_tfds(name, getattr(cfg, 'data_dir', None))
+  elif source == "download":
+    splits = _load_download(
+      name, getattr(cfg, "cache_dir", None) or "", getattr(cfg, "mirror", None) or ""
+    )
+  elif source == "tfds":
+    splits = _load_tfds(name, getattr(cfg, "data_dir", None))
   else:
-    raise DataError(f'unknown data source {source!r}; '
-                    f'choose one of {", ".join(SOURCES)}')
+    raise DataError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)}")
   return Dataset(*splits, num_classes=10, name=name)
 
 
@@ -126,13 +147,16 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
     DataError: if any argument is negative.
   """
   if min(num_examples, seed, epoch) < 0:
-    raise DataError(f'num_examples ({num_examples}), seed ({seed}) and epoch '
-                    f'({epoch}) must be non-negative')
+    raise DataError(
+      f"num_examples ({num_examples}), seed ({seed}) and epoch "
+      f"({epoch}) must be non-negative"
+    )
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-def batch_indices(num_examples: int, batch_size: int, seed: int,
-                  epoch: int) -> np.ndarray:
+def batch_indices(
+  num_examples: int, batch_size: int, seed: int, epoch: int
+) -> np.ndarray:
   """Returns one epoch's example indices cut into full batches.
 
   The last partial batch is dropped, so every batch has the same shape and
@@ -152,11 +176,13 @@ def batch_indices(num_examples: int, batch_size: int, seed: int,
     DataError: if batch_size is not in [1, num_examples].
   """
   if not 1 <= batch_size <= num_examples:
-    raise DataError(f'batch_size {batch_size} must be between 1 and the '
-                    f'number of examples {num_examples}')
+    raise DataError(
+      f"batch_size {batch_size} must be between 1 and the "
+      f"number of examples {num_examples}"
+    )
   num_batches = num_examples // batch_size
   perm = epoch_permutation(num_examples, seed, epoch)
-  return perm[:num_batches * batch_size].reshape(num_batches, batch_size)
+  return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 
 def _scale_uint8(images: np.ndarray) -> np.ndarray:
@@ -166,83 +192,97 @@ def _scale_uint8(images: np.ndarray) -> np.ndarray:
 
 def _one_line(error: Exception) -> str:
   """Formats an exception as a single line."""
-  return ' '.join(f'{type(error).__name__}: {error}'.split())
+  return " ".join(f"{type(error).__name__}: {error}".split())
 
 
-def _checked_labels(labels: np.ndarray, num_images: int, num_classes: int,
-                    where: str) -> np.ndarray:
+def _checked_labels(
+  labels: np.ndarray, num_images: int, num_classes: int, where: str
+) -> np.ndarray:
   """Validates labels against their images and returns them as int32."""
   labels = np.asarray(labels)
   if labels.shape != (num_images,):
-    raise DataError(f'{where}: {num_images} images but labels of shape '
-                    f'{labels.shape}')
+    raise DataError(f"{where}: {num_images} images but labels of shape {labels.shape}")
   bad = labels[(labels < 0) | (labels >= num_classes)]
   if bad.size:
-    raise DataError(f'{where}: label {bad[0]} outside [0, {num_classes})')
+    raise DataError(f"{where}: label {bad[0]} outside [0, {num_classes})")
   return labels.astype(np.int32)
 
 
 def _load_digits() -> Splits:
   """Loads scikit-learn digits with a fixed stratified 1437/360 split."""
   from sklearn import datasets, model_selection
+
   digits = datasets.load_digits()
   images = (digits.images / 8.0 - 1.0).astype(np.float32)[..., None]
-  labels = _checked_labels(digits.target, len(images), 10, 'sklearn digits')
+  labels = _checked_labels(digits.target, len(images), 10, "sklearn digits")
   train_x, test_x, train_y, test_y = model_selection.train_test_split(
-      images, labels, test_size=DIGITS_TEST_SIZE, stratify=labels,
-      random_state=DIGITS_SPLIT_SEED)
+    images,
+    labels,
+    test_size=DIGITS_TEST_SIZE,
+    stratify=labels,
+    random_state=DIGITS_SPLIT_SEED,
+  )
   return train_x, train_y, test_x, test_y
 
 
-def _load_idx(directory: str) -> Splits:
+def _load_idx(directory):
   """Loads the train and test splits from a directory of idx files."""
   if not os.path.isdir(directory):
-    raise DataError(f'idx directory {directory!r} not found; {IDX_HINT}')
+    raise DataError(f"idx directory {directory!r} not found; {IDX_HINT}")
+  return _load_idx_files(
+    [
+      (_find_idx_file(directory, images), _find_idx_file(directory, labels))
+      for images, labels in IDX_SPLITS
+    ]
+  )
+
+
+def _load_idx_files(paths):
+  """Loads the splits from (images path, labels path) pairs, train then test."""
   splits = []
-  for images_base, labels_base in IDX_SPLITS:
-    images_path = _find_idx_file(directory, images_base)
-    labels_path = _find_idx_file(directory, labels_base)
+  for images_path, labels_path in paths:
     images = _read_idx(images_path, IDX_IMAGES_MAGIC)
     labels = _read_idx(labels_path, IDX_LABELS_MAGIC)
     if len(images) != len(labels):
-      raise DataError(f'{images_path} has {len(images)} images but '
-                      f'{labels_path} has {len(labels)} labels')
-    splits += [_scale_uint8(images)[..., None],
-               _checked_labels(labels, len(images), 10, labels_path)]
+      raise DataError(
+        f"{images_path} has {len(images)} images but "
+        f"{labels_path} has {len(labels)} labels"
+      )
+    splits += [
+      _scale_uint8(images)[..., None],
+      _checked_labels(labels, len(images), 10, labels_path),
+    ]
   return tuple(splits)
 
 
 def _find_idx_file(directory: str, base: str) -> str:
   """Returns the plain or, failing that, gzipped idx file named `base`."""
-  for filename in (base, base + '.gz'):
+  for filename in (base, base + ".gz"):
     path = os.path.join(directory, filename)
     if os.path.isfile(path):
       return path
-  raise DataError(f'{os.path.join(directory, base)}[.gz] not found; '
-                  f'{IDX_HINT}')
+  raise DataError(f"{os.path.join(directory, base)}[.gz] not found; {IDX_HINT}")
 
 
 def _read_idx(path: str, magic: int) -> np.ndarray:
   """Parses an unsigned-byte idx file, checking its magic number and size."""
   try:
-    with (gzip.open if path.endswith('.gz') else open)(path, 'rb') as f:
+    with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
       raw = f.read()
   except (OSError, EOFError, zlib.error) as e:
-    raise DataError(f'{path}: cannot read ({_one_line(e)})') from e
-  found = int.from_bytes(raw[:4], 'big')
+    raise DataError(f"{path}: cannot read ({_one_line(e)})") from e
+  found = int.from_bytes(raw[:4], "big")
   if found != magic:
-    raise DataError(f'{path}: magic number {found:#010x}, expected '
-                    f'{magic:#010x}')
+    raise DataError(f"{path}: magic number {found:#010x}, expected {magic:#010x}")
   header_bytes = 4 + 4 * (magic & 0xFF)
   if len(raw) < header_bytes:
-    raise DataError(f'{path}: header needs {header_bytes} bytes, found '
-                    f'{len(raw)}')
-  dims = tuple(int.from_bytes(raw[i:i + 4], 'big')
-               for i in range(4, header_bytes, 4))
+    raise DataError(f"{path}: header needs {header_bytes} bytes, found {len(raw)}")
+  dims = tuple(int.from_bytes(raw[i : i + 4], "big") for i in range(4, header_bytes, 4))
   expected = header_bytes + int(np.prod(dims))
   if len(raw) != expected:
-    raise DataError(f'{path}: expected {expected} bytes for dims {dims}, '
-                    f'found {len(raw)}')
+    raise DataError(
+      f"{path}: expected {expected} bytes for dims {dims}, found {len(raw)}"
+    )
   return np.frombuffer(raw, np.uint8, offset=header_bytes).reshape(dims)
 
 
@@ -255,13 +295,12 @@ def _load_cifar10(path: str) -> Splits:
   if os.path.isdir(path):
     raw, where = _read_cifar_dir(path), path
   elif os.path.isfile(path):
-    raw, where = _read_cifar_archive(path), f'{path}:{CIFAR_DIR}'
+    raw, where = _read_cifar_archive(path), f"{path}:{CIFAR_DIR}"
   else:
-    raise DataError(f'CIFAR-10 path {path!r} not found; {CIFAR_HINT}')
+    raise DataError(f"CIFAR-10 path {path!r} not found; {CIFAR_HINT}")
   splits = []
   for members in (CIFAR_TRAIN_BATCHES, (CIFAR_TEST_BATCH,)):
-    images, labels = zip(*(_parse_cifar_batch(raw[m], f'{where}/{m}')
-                           for m in members))
+    images, labels = zip(*(_parse_cifar_batch(raw[m], f"{where}/{m}") for m in members))
     splits += [np.concatenate(images), np.concatenate(labels)]
   return tuple(splits)
 
@@ -272,67 +311,92 @@ def _read_cifar_dir(directory: str) -> dict[str, bytes]:
   for member in CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,):
     path = os.path.join(directory, member)
     if not os.path.isfile(path):
-      raise DataError(f'CIFAR-10 batch {path} not found; {CIFAR_HINT}')
-    with open(path, 'rb') as f:
+      raise DataError(f"CIFAR-10 batch {path} not found; {CIFAR_HINT}")
+    with open(path, "rb") as f:
       raw[member] = f.read()
   return raw
 
 
 def _read_cifar_archive(path: str) -> dict[str, bytes]:
   """Reads every CIFAR-10 batch of the archive in one pass, in memory."""
-  wanted = {f'{CIFAR_DIR}/{m}': m
-            for m in CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,)}
+  wanted = {f"{CIFAR_DIR}/{m}": m for m in CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,)}
   raw = {}
   try:
-    with tarfile.open(path, 'r:*') as tar:
+    with tarfile.open(path, "r:*") as tar:
       for info in tar:
         member = wanted.get(posixpath.normpath(info.name))
         if member and info.isfile():
           raw[member] = tar.extractfile(info).read()
   except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-    raise DataError(f'{path}: not a readable CIFAR-10 archive '
-                    f'({_one_line(e)})') from e
+    raise DataError(f"{path}: not a readable CIFAR-10 archive ({_one_line(e)})") from e
   for name, member in wanted.items():
     if member not in raw:
-      raise DataError(f'{path}: member {name} not found; {CIFAR_HINT}')
+      raise DataError(f"{path}: member {name} not found; {CIFAR_HINT}")
   return raw
 
 
-def _parse_cifar_batch(raw: bytes,
-                       where: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
   """Decodes one pickled batch into float32 HWC images and int32 labels."""
   try:
-    batch = pickle.loads(raw, encoding='bytes')
+    batch = pickle.loads(raw, encoding="bytes")
   except Exception as e:  # Unpickling garbage can raise almost any error.
-    raise DataError(f'{where}: corrupt pickle ({_one_line(e)})') from e
-  if not isinstance(batch, dict) or not {b'data', b'labels'} <= batch.keys():
+    raise DataError(f"{where}: corrupt pickle ({_one_line(e)})") from e
+  if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
     raise DataError(f"{where}: expected a dict with b'data' and b'labels'")
-  data = np.asarray(batch[b'data'])
-  if data.dtype != np.uint8 or data.ndim != 2 or (
-      data.shape[1] != CIFAR_ROW_BYTES):
-    raise DataError(f'{where}: expected uint8 data of shape (N, '
-                    f'{CIFAR_ROW_BYTES}), found {data.dtype} {data.shape}')
-  labels = _checked_labels(batch[b'labels'], len(data), 10, where)
+  data = np.asarray(batch[b"data"])
+  if data.dtype != np.uint8 or data.ndim != 2 or (data.shape[1] != CIFAR_ROW_BYTES):
+    raise DataError(
+      f"{where}: expected uint8 data of shape (N, "
+      f"{CIFAR_ROW_BYTES}), found {data.dtype} {data.shape}"
+    )
+  labels = _checked_labels(batch[b"labels"], len(data), 10, where)
   images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return _scale_uint8(images), labels
+
+
+def _load_download(name, cache_dir, mirror):
+  """Loads mnist or cifar10 from its cached archives, downloading missing ones.
+
+  Only the files `download.fetch` verified are read, never other files that
+  may sit beside them (e.g. extracted copies).
+  """
+  if name not in download.ARCHIVES:
+    raise DataError(
+      f'source "download" has no dataset {name!r}; set cfg.name '
+      f"to one of {', '.join(download.ARCHIVES)}"
+    )
+  try:
+    directory = download.fetch(name, cache_dir, mirror)
+  except download.DownloadError as e:
+    raise DataError(str(e)) from e
+  if name == "mnist":
+    return _load_idx_files(
+      [
+        (os.path.join(directory, f"{images}.gz"), os.path.join(directory, f"{labels}.gz"))
+        for images, labels in IDX_SPLITS
+      ]
+    )
+  return _load_cifar10(os.path.join(directory, CIFAR_ARCHIVE))
 
 
 def _load_tfds(name: str, data_dir: str | None) -> Splits:
   """Loads the train and test splits of a tensorflow-datasets dataset."""
   if name not in TFDS_NAMES:
-    raise DataError(f'unsupported tfds dataset {name!r}; '
-                    f'choose one of {", ".join(TFDS_NAMES)}')
+    raise DataError(
+      f"unsupported tfds dataset {name!r}; choose one of {', '.join(TFDS_NAMES)}"
+    )
   try:
     import tensorflow_datasets as tfds
   except ImportError as e:
-    raise DataError('source "tfds" needs tensorflow-datasets; install it '
-                    'with `pip install -e .[tfds]`') from e
+    raise DataError(
+      'source "tfds" needs tensorflow-datasets; install it with `pip install -e .[tfds]`'
+    ) from e
   splits = []
-  for split in ('train', 'test'):
-    data = tfds.as_numpy(tfds.load(name, split=split, batch_size=-1,
-                                   data_dir=data_dir or None))
-    images = np.asarray(data['image'])
-    labels = _checked_labels(data['label'], len(images), 10,
-                             f'tfds {name}[{split}]')
+  for split in ("train", "test"):
+    data = tfds.as_numpy(
+      tfds.load(name, split=split, batch_size=-1, data_dir=data_dir or None)
+    )
+    images = np.asarray(data["image"])
+    labels = _checked_labels(data["label"], len(images), 10, f"tfds {name}[{split}]")
     splits += [_scale_uint8(images), labels]
   return tuple(splits)

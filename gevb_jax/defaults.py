@@ -10,9 +10,13 @@ def base_config():
   change anything else."""
   config = ml_collections.ConfigDict()
   config.data = ml_collections.ConfigDict()
-  config.data.source = "digits"  # digits | idx | cifar10 | tfds
-  config.data.name = "digits"  # recorded in reports; the TFDS name for tfds
+  config.data.source = "digits"  # digits | idx | cifar10 | download | tfds
+  config.data.name = "digits"  # in reports; the dataset for download and tfds
   config.data.path = ""  # idx directory or CIFAR-10 archive/directory
+  # download (mnist | cifar10): fetched once, checked against published SHA-256.
+  config.data.cache_dir = ""  # "": $GEVB_JAX_DATA, else ~/.cache/gevb_jax
+  config.data.mirror = ""  # base URL laid out like the cache (<mirror>/
+  # mnist/...); "": $GEVB_JAX_MIRROR, else origin
   config.data.data_dir = ""  # TFDS data_dir
 
   config.model = ml_collections.ConfigDict()

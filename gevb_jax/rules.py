@@ -13,7 +13,8 @@ input and its gate mask) and two signals that travel backward beside the activat
   layer's backward: the global broadcast of GEVB and the input of DFA's projections.
 * ``d``, only for "bp" in vectorized nets, is a zero array with one scalar per unit;
   its cotangent is ``delta_hat`` of Eq. 13, the scalar Jacobian
-  ``da^L/da^l = delta_hat I`` (Eq. 12). Pooling and flattening act on it as on one vector component.
+  ``da^L/da^l = delta_hat I`` (Eq. 12). Pooling and flattening act on it as on one
+  vector component.
 
 The activation's own cotangent is never used (each backward returns zeros for it), so
 no K-sized signal travels backward. A layer's update is::

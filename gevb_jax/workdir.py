@@ -26,9 +26,16 @@ SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 LOG = "log.txt"
 
-# Config fields that do not change what a run computes: a workdir's run may go on
-# under other values of these.
-NOT_IDENTITY = ("progress", "overwrite", "memory_budget_mb")
+# Config sections or single fields that do not change what a run computes: a
+# workdir's run may go on under other values of these. Where data sets are cached or
+# fetched from is not identity: their checksums are.
+NOT_IDENTITY = (
+  "progress",
+  "overwrite",
+  "memory_budget_mb",
+  "data.cache_dir",
+  "data.mirror",
+)
 
 
 class WorkdirError(ValueError):
@@ -125,7 +132,7 @@ def config_changes(config, workdir):
   return [
     f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
     for k in sorted(set(new) | set(old))
-    if k.split(".")[0] not in NOT_IDENTITY and new.get(k) != old.get(k)
+    if not {k, k.split(".")[0]} & set(NOT_IDENTITY) and new.get(k) != old.get(k)
   ]
 
 

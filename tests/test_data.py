@@ -2,34 +2,39 @@
 
 import collections
 import gzip
+import hashlib
+import http.server
+import importlib
 import io
 import os
 import pickle
+import stat
 import sys
 import tarfile
+import threading
+import urllib.request
 
-from hypothesis import given
-from hypothesis import strategies as st
 import ml_collections
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from sklearn import datasets as sk_datasets
 
-from gevb_jax import data
+from gevb_jax import data, download
 
-FASHION_MNIST_DIR = '/usr/share/datasets/fashion-mnist'
+FASHION_MNIST_DIR = "/usr/share/datasets/fashion-mnist"
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
-TRAIN_IMAGES = 'train-images-idx3-ubyte'
-TRAIN_LABELS = 'train-labels-idx1-ubyte'
-TEST_IMAGES = 't10k-images-idx3-ubyte'
-TEST_LABELS = 't10k-labels-idx1-ubyte'
-CIFAR_MEMBERS = tuple(f'data_batch_{i}' for i in range(1, 6)) + ('test_batch',)
+TRAIN_IMAGES = "train-images-idx3-ubyte"
+TRAIN_LABELS = "train-labels-idx1-ubyte"
+TEST_IMAGES = "t10k-images-idx3-ubyte"
+TEST_LABELS = "t10k-labels-idx1-ubyte"
+CIFAR_MEMBERS = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
 def _cfg(**overrides):
-  cfg = ml_collections.ConfigDict(
-      dict(source='idx', path='', name='', data_dir=None))
+  cfg = ml_collections.ConfigDict(dict(source="idx", path="", name="", data_dir=None))
   cfg.update(overrides)
   return cfg
 
@@ -43,17 +48,17 @@ def _scaled(pixels):
 
 def _idx_bytes(array, magic):
   array = np.asarray(array, np.uint8)
-  dims = b''.join(d.to_bytes(4, 'big') for d in array.shape)
-  return magic.to_bytes(4, 'big') + dims + array.tobytes()
+  dims = b"".join(d.to_bytes(4, "big") for d in array.shape)
+  return magic.to_bytes(4, "big") + dims + array.tobytes()
 
 
 def _write(path, payload, gz=False):
   if gz:
-    path = str(path) + '.gz'
-    with gzip.open(path, 'wb') as f:
+    path = str(path) + ".gz"
+    with gzip.open(path, "wb") as f:
       f.write(payload)
   else:
-    with open(path, 'wb') as f:
+    with open(path, "wb") as f:
       f.write(payload)
   return path
 
@@ -70,22 +75,28 @@ def _idx_arrays():
 def _write_idx_dir(directory, gz=False, **replace):
   """Writes the four idx files; `replace` overrides a file's raw bytes."""
   train_x, train_y, test_x, test_y = _idx_arrays()
-  files = {'train_images': _idx_bytes(train_x, IMAGES_MAGIC),
-           'train_labels': _idx_bytes(train_y, LABELS_MAGIC),
-           'test_images': _idx_bytes(test_x, IMAGES_MAGIC),
-           'test_labels': _idx_bytes(test_y, LABELS_MAGIC)}
+  files = {
+    "train_images": _idx_bytes(train_x, IMAGES_MAGIC),
+    "train_labels": _idx_bytes(train_y, LABELS_MAGIC),
+    "test_images": _idx_bytes(test_x, IMAGES_MAGIC),
+    "test_labels": _idx_bytes(test_y, LABELS_MAGIC),
+  }
   files.update(replace)
-  names = dict(train_images=TRAIN_IMAGES, train_labels=TRAIN_LABELS,
-               test_images=TEST_IMAGES, test_labels=TEST_LABELS)
+  names = dict(
+    train_images=TRAIN_IMAGES,
+    train_labels=TRAIN_LABELS,
+    test_images=TEST_IMAGES,
+    test_labels=TEST_LABELS,
+  )
   for key, raw in files.items():
     _write(directory / names[key], raw, gz=gz)
   return directory
 
 
-@pytest.mark.parametrize('gz', [False, True])
+@pytest.mark.parametrize("gz", [False, True])
 def test_idx_loads_shapes_scaling_and_labels(tmp_path, gz):
   _write_idx_dir(tmp_path, gz=gz)
-  ds = data.load_dataset(_cfg(path=str(tmp_path), name='tiny'))
+  ds = data.load_dataset(_cfg(path=str(tmp_path), name="tiny"))
   train_x, train_y, test_x, test_y = _idx_arrays()
   assert ds.train_x.shape == (5, 4, 3, 1) and ds.test_x.shape == (3, 4, 3, 1)
   assert ds.train_x.dtype == ds.test_x.dtype == np.float32
@@ -95,23 +106,23 @@ def test_idx_loads_shapes_scaling_and_labels(tmp_path, gz):
   np.testing.assert_array_equal(ds.test_x[..., 0], _scaled(test_x))
   np.testing.assert_array_equal(ds.train_y, train_y)
   np.testing.assert_array_equal(ds.test_y, test_y)
-  assert (ds.num_classes, ds.name) == (10, 'tiny')
+  assert (ds.num_classes, ds.name) == (10, "tiny")
 
 
 def test_idx_accepts_mixed_plain_and_gzip_files(tmp_path):
   _write_idx_dir(tmp_path, gz=True)
-  os.remove(tmp_path / (TEST_LABELS + '.gz'))
+  os.remove(tmp_path / (TEST_LABELS + ".gz"))
   _write(tmp_path / TEST_LABELS, _idx_bytes([4, 4, 4], LABELS_MAGIC))
   ds = data.load_dataset(_cfg(path=str(tmp_path)))
   np.testing.assert_array_equal(ds.test_y, [4, 4, 4])
 
 
 @pytest.mark.skipif(
-    not os.path.isdir(FASHION_MNIST_DIR),
-    reason=f'{FASHION_MNIST_DIR} absent; '
-    'apt-get install dataset-fashion-mnist provides it')
+  not os.path.isdir(FASHION_MNIST_DIR),
+  reason=f"{FASHION_MNIST_DIR} absent; apt-get install dataset-fashion-mnist provides it",
+)
 def test_idx_loads_debian_fashion_mnist():
-  ds = data.load_dataset(_cfg(path=FASHION_MNIST_DIR, name='fashion_mnist'))
+  ds = data.load_dataset(_cfg(path=FASHION_MNIST_DIR, name="fashion_mnist"))
   assert ds.train_x.shape == (60000, 28, 28, 1)
   assert ds.test_x.shape == (10000, 28, 28, 1)
   assert ds.train_x.min() == -1.0 and ds.train_x.max() == 1.0
@@ -120,15 +131,15 @@ def test_idx_loads_debian_fashion_mnist():
 
 
 def test_idx_missing_directory(tmp_path):
-  missing = tmp_path / 'nowhere'
-  with pytest.raises(data.DataError, match='dataset-fashion-mnist') as err:
+  missing = tmp_path / "nowhere"
+  with pytest.raises(data.DataError, match="dataset-fashion-mnist") as err:
     data.load_dataset(_cfg(path=str(missing)))
   assert str(missing) in str(err.value)
 
 
 def test_idx_empty_path():
-  with pytest.raises(data.DataError, match='needs cfg.path'):
-    data.load_dataset(_cfg(path=''))
+  with pytest.raises(data.DataError, match="needs cfg.path"):
+    data.load_dataset(_cfg(path=""))
 
 
 def test_idx_missing_file(tmp_path):
@@ -138,14 +149,13 @@ def test_idx_missing_file(tmp_path):
     data.load_dataset(_cfg(path=str(tmp_path)))
 
 
-@pytest.mark.parametrize('gz', [False, True])
+@pytest.mark.parametrize("gz", [False, True])
 def test_idx_wrong_magic(tmp_path, gz):
-  _write_idx_dir(tmp_path, gz=gz,
-                 train_images=_idx_bytes(np.zeros(3), LABELS_MAGIC))
+  _write_idx_dir(tmp_path, gz=gz, train_images=_idx_bytes(np.zeros(3), LABELS_MAGIC))
   with pytest.raises(data.DataError) as err:
     data.load_dataset(_cfg(path=str(tmp_path)))
   assert TRAIN_IMAGES in str(err.value)
-  assert '0x00000803' in str(err.value) and '0x00000801' in str(err.value)
+  assert "0x00000803" in str(err.value) and "0x00000801" in str(err.value)
 
 
 def test_idx_truncated_file(tmp_path):
@@ -159,24 +169,22 @@ def test_idx_truncated_file(tmp_path):
 
 
 def test_idx_truncated_header(tmp_path):
-  _write_idx_dir(tmp_path, test_labels=LABELS_MAGIC.to_bytes(4, 'big'))
-  with pytest.raises(data.DataError,
-                     match=f'{TEST_LABELS}: header needs 8 bytes'):
+  _write_idx_dir(tmp_path, test_labels=LABELS_MAGIC.to_bytes(4, "big"))
+  with pytest.raises(data.DataError, match=f"{TEST_LABELS}: header needs 8 bytes"):
     data.load_dataset(_cfg(path=str(tmp_path)))
 
 
 def test_idx_corrupt_gzip(tmp_path):
   _write_idx_dir(tmp_path, gz=True)
-  with open(tmp_path / (TRAIN_LABELS + '.gz'), 'wb') as f:
-    f.write(b'not gzip at all')
+  with open(tmp_path / (TRAIN_LABELS + ".gz"), "wb") as f:
+    f.write(b"not gzip at all")
   with pytest.raises(data.DataError, match=TRAIN_LABELS):
     data.load_dataset(_cfg(path=str(tmp_path)))
 
 
 def test_idx_label_out_of_range(tmp_path):
-  _write_idx_dir(tmp_path,
-                 test_labels=_idx_bytes([1, 10, 2], LABELS_MAGIC))
-  with pytest.raises(data.DataError, match=f'{TEST_LABELS}.*label 10'):
+  _write_idx_dir(tmp_path, test_labels=_idx_bytes([1, 10, 2], LABELS_MAGIC))
+  with pytest.raises(data.DataError, match=f"{TEST_LABELS}.*label 10"):
     data.load_dataset(_cfg(path=str(tmp_path)))
 
 
@@ -190,8 +198,10 @@ def test_idx_count_mismatch(tmp_path):
 # ---------------------------------------------------------------- CIFAR-10.
 
 # Batch member -> (channel, row, col) of the single bright pixel per image.
-CIFAR_PIXELS = {member: [(i % 3, 31 - i, 2 * i + 1), (2, i, 0)]
-                for i, member in enumerate(CIFAR_MEMBERS)}
+CIFAR_PIXELS = {
+  member: [(i % 3, 31 - i, 2 * i + 1), (2, i, 0)]
+  for i, member in enumerate(CIFAR_MEMBERS)
+}
 
 
 def _cifar_batch(member, labels=None, data=None):
@@ -202,8 +212,7 @@ def _cifar_batch(member, labels=None, data=None):
       row[c * 1024 + r * 32 + col] = 255
   if labels is None:
     labels = [CIFAR_MEMBERS.index(member), 9]
-  return pickle.dumps({b'batch_label': member.encode(), b'labels': labels,
-                       b'data': data})
+  return pickle.dumps({b"batch_label": member.encode(), b"labels": labels, b"data": data})
 
 
 def _cifar_members(**replace):
@@ -213,7 +222,7 @@ def _cifar_members(**replace):
 
 
 def _write_cifar_dir(root, **replace):
-  directory = root / 'cifar-10-batches-py'
+  directory = root / "cifar-10-batches-py"
   directory.mkdir(parents=True)
   for member, raw in _cifar_members(**replace).items():
     (directory / member).write_bytes(raw)
@@ -221,25 +230,24 @@ def _write_cifar_dir(root, **replace):
 
 
 def _write_cifar_tar(root, **replace):
-  path = root / 'cifar-10-python.tar.gz'
-  with tarfile.open(path, 'w:gz') as tar:
+  path = root / "cifar-10-python.tar.gz"
+  with tarfile.open(path, "w:gz") as tar:
     for member, raw in _cifar_members(**replace).items():
-      info = tarfile.TarInfo(f'cifar-10-batches-py/{member}')
+      info = tarfile.TarInfo(f"cifar-10-batches-py/{member}")
       info.size = len(raw)
       tar.addfile(info, io.BytesIO(raw))
   return path
 
 
-@pytest.mark.parametrize('layout', ['tar', 'dir_with_tar', 'dir',
-                                    'dir_with_dir'])
+@pytest.mark.parametrize("layout", ["tar", "dir_with_tar", "dir", "dir_with_dir"])
 def test_cifar_loads_hwc_scaled_in_order(tmp_path, layout):
-  if layout.startswith('tar') or layout == 'dir_with_tar':
+  if layout.startswith("tar") or layout == "dir_with_tar":
     path = _write_cifar_tar(tmp_path)
   else:
     path = _write_cifar_dir(tmp_path)
-  if layout.startswith('dir_with'):
+  if layout.startswith("dir_with"):
     path = tmp_path
-  ds = data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  ds = data.load_dataset(_cfg(source="cifar10", path=str(path)))
   assert ds.train_x.shape == (10, 32, 32, 3)
   assert ds.test_x.shape == (2, 32, 32, 3)
   assert ds.train_x.dtype == ds.test_x.dtype == np.float32
@@ -252,89 +260,391 @@ def test_cifar_loads_hwc_scaled_in_order(tmp_path, layout):
   for image, (c, r, col) in zip(expected, pixels):
     image[r, col, c] = 1.0
   np.testing.assert_array_equal(images, expected)
-  assert (ds.num_classes, ds.name) == (10, 'cifar10')
+  assert (ds.num_classes, ds.name) == (10, "cifar10")
 
 
 def test_cifar_missing_path(tmp_path):
-  missing = tmp_path / 'nothing-here'
-  with pytest.raises(data.DataError, match='cifar-10-python.tar.gz') as err:
-    data.load_dataset(_cfg(source='cifar10', path=str(missing)))
+  missing = tmp_path / "nothing-here"
+  with pytest.raises(data.DataError, match="cifar-10-python.tar.gz") as err:
+    data.load_dataset(_cfg(source="cifar10", path=str(missing)))
   assert str(missing) in str(err.value)
 
 
 def test_cifar_missing_tar_member(tmp_path):
   path = _write_cifar_tar(tmp_path, test_batch=None)
-  with pytest.raises(data.DataError, match='cifar-10-batches-py/test_batch'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  with pytest.raises(data.DataError, match="cifar-10-batches-py/test_batch"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 def test_cifar_missing_dir_file(tmp_path):
   _write_cifar_dir(tmp_path, data_batch_3=None)
-  with pytest.raises(data.DataError, match='data_batch_3'):
-    data.load_dataset(_cfg(source='cifar10', path=str(tmp_path)))
+  with pytest.raises(data.DataError, match="data_batch_3"):
+    data.load_dataset(_cfg(source="cifar10", path=str(tmp_path)))
 
 
 def test_cifar_corrupt_archive(tmp_path):
-  path = tmp_path / 'cifar-10-python.tar.gz'
-  path.write_bytes(b'\x1f\x8b garbage')
-  with pytest.raises(data.DataError, match='readable CIFAR-10 archive') as err:
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
-  assert '\n' not in str(err.value)
+  path = tmp_path / "cifar-10-python.tar.gz"
+  path.write_bytes(b"\x1f\x8b garbage")
+  with pytest.raises(data.DataError, match="readable CIFAR-10 archive") as err:
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
+  assert "\n" not in str(err.value)
 
 
-@pytest.mark.parametrize('writer', [_write_cifar_tar, _write_cifar_dir])
+@pytest.mark.parametrize("writer", [_write_cifar_tar, _write_cifar_dir])
 def test_cifar_corrupt_pickle(tmp_path, writer):
-  path = writer(tmp_path, data_batch_2=b'\x80\x04 not a pickle')
-  with pytest.raises(data.DataError, match='data_batch_2: corrupt pickle'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  path = writer(tmp_path, data_batch_2=b"\x80\x04 not a pickle")
+  with pytest.raises(data.DataError, match="data_batch_2: corrupt pickle"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 def test_cifar_wrong_data_length(tmp_path):
-  short = _cifar_batch('data_batch_4', data=np.zeros((2, 3000), np.uint8))
+  short = _cifar_batch("data_batch_4", data=np.zeros((2, 3000), np.uint8))
   path = _write_cifar_tar(tmp_path, data_batch_4=short)
-  with pytest.raises(data.DataError, match=r'data_batch_4.*\(N, 3072\)'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  with pytest.raises(data.DataError, match=r"data_batch_4.*\(N, 3072\)"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 def test_cifar_label_out_of_range(tmp_path):
-  bad = _cifar_batch('test_batch', labels=[3, -1])
+  bad = _cifar_batch("test_batch", labels=[3, -1])
   path = _write_cifar_dir(tmp_path, test_batch=bad)
-  with pytest.raises(data.DataError, match='test_batch: label -1'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  with pytest.raises(data.DataError, match="test_batch: label -1"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 def test_cifar_label_count_mismatch(tmp_path):
-  bad = _cifar_batch('data_batch_1', labels=[1, 2, 3])
+  bad = _cifar_batch("data_batch_1", labels=[1, 2, 3])
   path = _write_cifar_dir(tmp_path, data_batch_1=bad)
-  with pytest.raises(data.DataError, match='data_batch_1: 2 images'):
-    data.load_dataset(_cfg(source='cifar10', path=str(path)))
+  with pytest.raises(data.DataError, match="data_batch_1: 2 images"):
+    data.load_dataset(_cfg(source="cifar10", path=str(path)))
 
 
 # ------------------------------------------------------------------- digits.
 
 
 def test_digits_split_is_deterministic_stratified_partition():
-  first = data.load_dataset(_cfg(source='digits'))
-  second = data.load_dataset(_cfg(source='digits'))
+  first = data.load_dataset(_cfg(source="digits"))
+  second = data.load_dataset(_cfg(source="digits"))
   for a, b in zip(first[:4], second[:4]):
     np.testing.assert_array_equal(a, b)
   assert first.train_x.shape == (1437, 8, 8, 1)
   assert first.test_x.shape == (360, 8, 8, 1)
   assert first.train_x.dtype == np.float32 and first.train_y.dtype == np.int32
-  assert (first.num_classes, first.name) == (10, 'digits')
+  assert (first.num_classes, first.name) == (10, "digits")
 
   def rows(images, labels):
     return collections.Counter(
-        (label, image.tobytes()) for image, label in zip(images, labels))
+      (label, image.tobytes()) for image, label in zip(images, labels)
+    )
 
   digits = sk_datasets.load_digits()
   expected = (digits.images / 8 - 1).astype(np.float32)[..., None]
-  assert (rows(first.train_x, first.train_y) + rows(first.test_x, first.test_y)
-          == rows(expected, digits.target))
+  assert rows(first.train_x, first.train_y) + rows(first.test_x, first.test_y) == rows(
+    expected, digits.target
+  )
   assert first.train_x.min() == -1.0 and first.train_x.max() == 1.0
 
   class_share = np.bincount(digits.target) / len(digits.target)
   assert np.all(np.abs(np.bincount(first.test_y) - 360 * class_share) <= 1)
+
+
+# ----------------------------------------------------------------- download.
+
+
+class _Mirror:
+  """An HTTP server on 127.0.0.1 serving `root`, in a thread.
+
+  Attributes:
+    url: its base URL.
+    requests: the paths asked for, in order.
+    cut: if True, each body stops halfway under the full Content-Length and
+      the connection closes, as when a download is cut off.
+  """
+
+  def __init__(self, root):
+    self.root, self.requests, self.cut = root, [], False
+    mirror = self
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+      def do_GET(self):
+        mirror.requests.append(self.path)
+        path = mirror.root / self.path.lstrip("/")
+        if not path.is_file():
+          self.send_error(404)
+          return
+        body = path.read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body[: len(body) // 2] if mirror.cut else body)
+
+      def log_message(self, *args):
+        pass
+
+    self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    self.url = f"http://127.0.0.1:{self.server.server_port}"
+    threading.Thread(target=self.server.serve_forever, args=(0.01,), daemon=True).start()
+
+  def stop(self):
+    self.server.shutdown()
+    self.server.server_close()
+
+
+def _archive_of(path):
+  """The `download.Archive` (name, size, SHA-256) of a file on disk."""
+  raw = path.read_bytes()
+  return download.Archive(path.name, len(raw), hashlib.sha256(raw).hexdigest())
+
+
+@pytest.fixture
+def mirror(tmp_path, monkeypatch):
+  """Serves tiny MNIST and CIFAR-10 archives under the real file names, laid
+  out like the cache, and makes their sizes and SHA-256 the published ones."""
+  root = tmp_path / "mirror"
+  (root / "mnist").mkdir(parents=True)
+  _write_idx_dir(root / "mnist", gz=True)
+  (root / "cifar10").mkdir()
+  _write_cifar_tar(root / "cifar10")
+  for name, archives in list(download.ARCHIVES.items()):
+    monkeypatch.setitem(
+      download.ARCHIVES,
+      name,
+      tuple(_archive_of(root / name / a.filename) for a in archives),
+    )
+  monkeypatch.delenv(download.CACHE_ENV, raising=False)
+  monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+  server = _Mirror(root)
+  yield server
+  server.stop()
+
+
+def _download_cfg(mirror, cache, name="mnist"):
+  return _cfg(source="download", name=name, cache_dir=str(cache), mirror=mirror.url)
+
+
+def _local_copy(mirror, name):
+  """The served archives of `name` loaded straight from disk."""
+  if name == "mnist":
+    return data.load_dataset(_cfg(source="idx", path=str(mirror.root / name)))
+  return data.load_dataset(
+    _cfg(source="cifar10", path=str(mirror.root / name / "cifar-10-python.tar.gz"))
+  )
+
+
+def _assert_same_arrays(ds, expected):
+  for got, want in zip(ds[:4], expected[:4]):
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+def test_download_loads_the_served_archives_and_caches_only_them(mirror, tmp_path, name):
+  ds = data.load_dataset(_download_cfg(mirror, tmp_path / "cache", name))
+  _assert_same_arrays(ds, _local_copy(mirror, name))
+  assert (ds.num_classes, ds.name) == (10, name)
+  filenames = [a.filename for a in download.ARCHIVES[name]]
+  assert mirror.requests == [f"/{name}/{f}" for f in filenames]
+  assert sorted(os.listdir(tmp_path / "cache" / name)) == sorted(filenames)
+  umask = os.umask(0)
+  os.umask(umask)
+  for filename in filenames:  # Readable as any file the user creates.
+    mode = os.stat(tmp_path / "cache" / name / filename).st_mode
+    assert stat.S_IMODE(mode) == 0o666 & ~umask
+
+
+def test_download_mnist_arrays_are_the_idx_contents(mirror, tmp_path):
+  ds = data.load_dataset(_download_cfg(mirror, tmp_path / "cache"))
+  train_x, train_y, test_x, test_y = _idx_arrays()
+  np.testing.assert_array_equal(ds.train_x[..., 0], _scaled(train_x))
+  np.testing.assert_array_equal(ds.test_x[..., 0], _scaled(test_x))
+  np.testing.assert_array_equal(ds.train_y, train_y)
+  np.testing.assert_array_equal(ds.test_y, test_y)
+
+
+def test_download_from_a_file_url_mirror(mirror, tmp_path):
+  cfg = _cfg(
+    source="download",
+    name="mnist",
+    cache_dir=str(tmp_path / "cache"),
+    mirror=mirror.root.as_uri(),
+  )
+  _assert_same_arrays(data.load_dataset(cfg), _local_copy(mirror, "mnist"))
+  assert not mirror.requests
+
+
+def test_download_second_run_reads_the_cache_without_the_network(
+  mirror, tmp_path, monkeypatch
+):
+  # Locations from the environment this time; cfg leaves them empty.
+  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "env-cache"))
+  monkeypatch.setenv(download.MIRROR_ENV, mirror.url)
+  cfg = _cfg(source="download", name="cifar10", cache_dir="", mirror="")
+  first = data.load_dataset(cfg)
+  assert len(mirror.requests) == 1
+  assert os.listdir(tmp_path / "env-cache" / "cifar10") == ["cifar-10-python.tar.gz"]
+  mirror.stop()
+  second = data.load_dataset(cfg)
+  _assert_same_arrays(second, first)
+  assert len(mirror.requests) == 1
+
+
+@pytest.mark.parametrize("wrong", ["sha256", "size"])
+def test_download_wrong_checksum_is_one_line_and_caches_nothing(
+  mirror, tmp_path, monkeypatch, wrong
+):
+  archives = list(download.ARCHIVES["mnist"])
+  served = archives[1]
+  if wrong == "sha256":
+    archives[1] = served._replace(sha256="0" * 64)
+    expected = f"has sha256 {served.sha256}, expected {'0' * 64}"
+  else:
+    archives[1] = served._replace(size=served.size - 1)
+    expected = f"is larger than the published {served.size - 1} bytes"
+  monkeypatch.setitem(download.ARCHIVES, "mnist", tuple(archives))
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_download_cfg(mirror, tmp_path / "cache"))
+  message = str(err.value)
+  assert "\n" not in message
+  assert f"{mirror.url}/mnist/{served.filename} {expected}" in message
+  # The file checked before it stays; the bad one and its temporary file do not.
+  assert os.listdir(tmp_path / "cache" / "mnist") == [archives[0].filename]
+
+
+def test_download_cut_off_caches_nothing_and_a_rerun_succeeds(mirror, tmp_path):
+  cfg = _download_cfg(mirror, tmp_path / "cache", "cifar10")
+  mirror.cut = True
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(cfg)
+  size = download.ARCHIVES["cifar10"][0].size
+  assert f"stopped after {size // 2} of {size} bytes" in str(err.value)
+  assert "\n" not in str(err.value)
+  assert os.listdir(tmp_path / "cache" / "cifar10") == []
+  mirror.cut = False
+  _assert_same_arrays(data.load_dataset(cfg), _local_copy(mirror, "cifar10"))
+
+
+@pytest.mark.parametrize(
+  "error",
+  [ConnectionResetError("reset by peer"), KeyboardInterrupt()],
+  ids=["connection_reset", "keyboard_interrupt"],
+)
+def test_download_error_mid_stream_leaves_no_partial_file(
+  mirror, tmp_path, monkeypatch, error
+):
+  monkeypatch.setattr(download, "CHUNK_BYTES", 16)
+  real_urlopen = urllib.request.urlopen
+  reads = []
+
+  def failing_urlopen(url, timeout):
+    response = real_urlopen(url, timeout=timeout)
+    real_read = response.read
+
+    def read(amt):
+      reads.append(amt)
+      if len(reads) > 1:
+        raise error
+      return real_read(amt)
+
+    response.read = read
+    return response
+
+  monkeypatch.setattr(urllib.request, "urlopen", failing_urlopen)
+  cfg = _download_cfg(mirror, tmp_path / "cache", "cifar10")
+  expected = (
+    KeyboardInterrupt if isinstance(error, KeyboardInterrupt) else (data.DataError)
+  )
+  with pytest.raises(expected):
+    data.load_dataset(cfg)
+  assert len(reads) == 2  # One chunk was written before the failure.
+  assert os.listdir(tmp_path / "cache" / "cifar10") == []
+  monkeypatch.setattr(urllib.request, "urlopen", real_urlopen)
+  _assert_same_arrays(data.load_dataset(cfg), _local_copy(mirror, "cifar10"))
+
+
+def test_download_error_names_the_url_and_where_to_put_the_file(mirror, tmp_path):
+  os.remove(mirror.root / "cifar10" / "cifar-10-python.tar.gz")
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_download_cfg(mirror, tmp_path / "cache", "cifar10"))
+  message = str(err.value)
+  assert "\n" not in message and "404" in message
+  assert f"{mirror.url}/cifar10/cifar-10-python.tar.gz" in message
+  target = tmp_path / "cache" / "cifar10" / "cifar-10-python.tar.gz"
+  assert f"by hand to {target}" in message
+  assert os.listdir(target.parent) == []
+
+
+@pytest.mark.parametrize("damage", ["same_size", "truncated"])
+def test_download_refuses_a_damaged_cached_file(mirror, tmp_path, damage):
+  cfg = _download_cfg(mirror, tmp_path / "cache")
+  data.load_dataset(cfg)
+  cached = tmp_path / "cache" / "mnist" / TEST_IMAGES
+  cached = cached.with_name(cached.name + ".gz")
+  raw = cached.read_bytes()
+  cached.write_bytes(bytes(len(raw)) if damage == "same_size" else raw[:-1])
+  mirror.stop()
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(cfg)
+  message = str(err.value)
+  assert "\n" not in message and str(cached) in message
+  assert "delete it to download it again" in message
+  expected = (
+    download.ARCHIVES["mnist"][2].sha256
+    if damage == "same_size"
+    else f"{len(raw) - 1} bytes, expected {len(raw)}"
+  )
+  assert expected in message
+
+
+def test_download_into_an_impossible_cache_is_one_line(mirror, tmp_path):
+  (tmp_path / "file").write_bytes(b"")
+  cache = tmp_path / "file" / "cache"
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_download_cfg(mirror, cache))
+  assert str(err.value).startswith(f"cannot create cache directory {cache}")
+  assert "\n" not in str(err.value) and not mirror.requests
+
+
+def test_download_unknown_dataset_lists_choices(tmp_path):
+  with pytest.raises(data.DataError, match="one of mnist, cifar10"):
+    data.load_dataset(
+      _cfg(source="download", name="fashion_mnist", cache_dir=str(tmp_path))
+    )
+  assert not os.listdir(tmp_path)
+
+
+def test_download_locations_argument_then_environment_then_default(monkeypatch, tmp_path):
+  monkeypatch.delenv(download.CACHE_ENV, raising=False)
+  monkeypatch.delenv(download.MIRROR_ENV, raising=False)
+  monkeypatch.setenv("HOME", str(tmp_path))
+  assert download.cache_root() == str(tmp_path / ".cache" / "gevb_jax")
+  assert download.archive_url("cifar10", "c.tar.gz") == (
+    "https://www.cs.toronto.edu/~kriz/c.tar.gz"
+  )
+  monkeypatch.setenv(download.CACHE_ENV, "/env/cache")
+  monkeypatch.setenv(download.MIRROR_ENV, "http://env.example/data")
+  assert download.cache_root() == "/env/cache"
+  assert download.archive_url("mnist", "m.gz") == ("http://env.example/data/mnist/m.gz")
+  assert download.cache_root("~/mine") == str(tmp_path / "mine")
+  assert download.archive_url("mnist", "m.gz", "file:///srv/mirror/") == (
+    "file:///srv/mirror/mnist/m.gz"
+  )
+
+
+def test_download_cli_fills_the_cache(mirror, tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
+  monkeypatch.setenv(download.MIRROR_ENV, mirror.url)
+  assert download.main(["download", "mnist"]) == 0
+  assert capsys.readouterr().out.split() == [str(tmp_path / "cache" / "mnist")]
+  assert len(os.listdir(tmp_path / "cache" / "mnist")) == 4
+  assert download.main(["download", "svhn"]) == 1
+  assert capsys.readouterr().err.startswith("error: no download for dataset 'svhn'")
+
+
+@pytest.mark.parametrize("module,name", [("mnist", "mnist"), ("cifar", "cifar10")])
+def test_paper_configs_download_by_default(mirror, tmp_path, module, name):
+  config = importlib.import_module(f"configs.{module}").get_config()
+  assert (config.data.source, config.data.name) == ("download", name)
+  config.data.cache_dir, config.data.mirror = str(tmp_path), mirror.url
+  _assert_same_arrays(data.load_dataset(config.data), _local_copy(mirror, name))
 
 
 # ------------------------------------------------------------------- source.
@@ -342,66 +652,69 @@ def test_digits_split_is_deterministic_stratified_partition():
 
 def test_unknown_source_lists_choices():
   with pytest.raises(data.DataError) as err:
-    data.load_dataset(_cfg(source='bogus'))
+    data.load_dataset(_cfg(source="bogus"))
   message = str(err.value)
   assert "'bogus'" in message
   assert all(choice in message for choice in data.SOURCES)
 
 
 def test_tfds_unknown_name_lists_choices():
-  with pytest.raises(data.DataError, match='mnist, fashion_mnist, cifar10'):
-    data.load_dataset(_cfg(source='tfds', name='imagenet'))
+  with pytest.raises(data.DataError, match="mnist, fashion_mnist, cifar10"):
+    data.load_dataset(_cfg(source="tfds", name="imagenet"))
 
 
 def test_tfds_missing_package_says_how_to_install(monkeypatch):
-  monkeypatch.setitem(sys.modules, 'tensorflow_datasets', None)
-  with pytest.raises(data.DataError, match=r'pip install -e \.\[tfds\]'):
-    data.load_dataset(_cfg(source='tfds', name='mnist'))
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+  with pytest.raises(data.DataError, match=r"pip install -e \.\[tfds\]"):
+    data.load_dataset(_cfg(source="tfds", name="mnist"))
 
 
 def test_tfds_mock_data(tmp_path, monkeypatch):
   tfds = pytest.importorskip(
-      'tensorflow_datasets',
-      reason='tensorflow-datasets not installed (pip install -e .[tfds])')
+    "tensorflow_datasets",
+    reason="tensorflow-datasets not installed (pip install -e .[tfds])",
+  )
   # Mocked builders have no split sizes, so batch_size=-1 would batch by
   # sys.maxsize, which TensorFlow cannot allocate; give them the mock's size.
-  monkeypatch.setattr(tfds.core.SplitDict, 'total_num_examples',
-                      property(lambda self: 6))
+  monkeypatch.setattr(tfds.core.SplitDict, "total_num_examples", property(lambda self: 6))
   with tfds.testing.mock_data(num_examples=6):
-    ds = data.load_dataset(_cfg(source='tfds', name='fashion_mnist',
-                                data_dir=str(tmp_path)))
+    ds = data.load_dataset(
+      _cfg(source="tfds", name="fashion_mnist", data_dir=str(tmp_path))
+    )
   assert ds.train_x.shape == ds.test_x.shape == (6, 28, 28, 1)
   assert ds.train_x.dtype == np.float32 and ds.train_y.dtype == np.int32
   pixels = (ds.train_x + 1) * 127.5
   np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
   assert pixels.min() >= 0 and pixels.max() <= 255
   assert ds.train_y.min() >= 0 and ds.train_y.max() < 10
-  assert (ds.num_classes, ds.name) == (10, 'fashion_mnist')
+  assert (ds.num_classes, ds.name) == (10, "fashion_mnist")
 
 
 # ----------------------------------------------------------------- batching.
 
 
-@given(num_examples=st.integers(0, 300), seed=st.integers(0, 2**32 - 1),
-       epoch=st.integers(0, 1000))
-def test_epoch_permutation_is_a_deterministic_permutation(num_examples, seed,
-                                                          epoch):
+@given(
+  num_examples=st.integers(0, 300),
+  seed=st.integers(0, 2**32 - 1),
+  epoch=st.integers(0, 1000),
+)
+def test_epoch_permutation_is_a_deterministic_permutation(num_examples, seed, epoch):
   perm = data.epoch_permutation(num_examples, seed, epoch)
   np.testing.assert_array_equal(np.sort(perm), np.arange(num_examples))
-  np.testing.assert_array_equal(
-      perm, data.epoch_permutation(num_examples, seed, epoch))
+  np.testing.assert_array_equal(perm, data.epoch_permutation(num_examples, seed, epoch))
 
 
 def test_epoch_permutation_changes_with_epoch_and_seed():
   base = data.epoch_permutation(60000, seed=0, epoch=0)
   assert not np.array_equal(base, data.epoch_permutation(60000, 0, 1))
   assert not np.array_equal(base, data.epoch_permutation(60000, 1, 0))
-  assert not np.array_equal(data.epoch_permutation(60000, 1, 2),
-                            data.epoch_permutation(60000, 2, 1))
+  assert not np.array_equal(
+    data.epoch_permutation(60000, 1, 2), data.epoch_permutation(60000, 2, 1)
+  )
 
 
 def test_epoch_permutation_rejects_negative_arguments():
-  with pytest.raises(data.DataError, match='non-negative'):
+  with pytest.raises(data.DataError, match="non-negative"):
     data.epoch_permutation(10, seed=-1, epoch=0)
 
 
@@ -409,15 +722,14 @@ def test_batch_indices_drop_remainder_and_are_distinct():
   batches = data.batch_indices(103, batch_size=10, seed=3, epoch=5)
   assert batches.shape == (10, 10)
   assert len(np.unique(batches)) == 100
-  np.testing.assert_array_equal(batches.ravel(),
-                                data.epoch_permutation(103, 3, 5)[:100])
+  np.testing.assert_array_equal(batches.ravel(), data.epoch_permutation(103, 3, 5)[:100])
   exact = data.batch_indices(100, batch_size=25, seed=3, epoch=5)
   np.testing.assert_array_equal(np.sort(exact.ravel()), np.arange(100))
 
 
-@pytest.mark.parametrize('batch_size', [0, 11])
+@pytest.mark.parametrize("batch_size", [0, 11])
 def test_batch_indices_rejects_bad_batch_size(batch_size):
   with pytest.raises(data.DataError) as err:
     data.batch_indices(10, batch_size, seed=0, epoch=0)
-  assert f'batch_size {batch_size}' in str(err.value)
-  assert 'number of examples 10' in str(err.value)
+  assert f"batch_size {batch_size}" in str(err.value)
+  assert "number of examples 10" in str(err.value)

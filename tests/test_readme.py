@@ -1,4 +1,4 @@
-"""The README's library snippet runs and does what it says."""
+"""The README's library snippet and test command do what they say."""
 
 import os
 import re
@@ -6,9 +6,9 @@ import re
 import jax
 import numpy as np
 
-README = os.path.join(
-  os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md"
-)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+README = os.path.join(ROOT, "README.md")
+CI_RUN = os.path.join(ROOT, ".ci", "run")
 
 
 def test_readme_library_snippet():
@@ -28,3 +28,11 @@ def test_readme_library_snippet():
     not np.array_equal(a, b)
     for a, b in zip(jax.tree_util.tree_leaves(new), jax.tree_util.tree_leaves(params))
   )
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+  with open(README) as f:
+    (command,) = re.findall(r"Run the tests:\s*```bash\n(.*?)\n```", f.read(), re.S)
+  with open(CI_RUN) as f:
+    assert command in f.read().splitlines()
+  assert "[test,tfds]" in command  # So that the TFDS source's test runs in CI.

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 
+from configs import default as default_config
 from gevb_jax import workdir
 
 ROWS = [{"epoch": e, "test_error": 0.5 / (e + 1)} for e in (0, 2, 4)]
@@ -55,3 +56,17 @@ def test_report_names_the_damaged_file_in_one_line(tmp_path):
   assert result.stderr.strip() == (
     f"report: {run / workdir.METRICS}:1: not a metrics row: 'GARBAGE'"
   )
+
+
+def test_data_locations_are_not_part_of_a_runs_identity(tmp_path):
+  config = default_config.get_config()
+  recorded = json.loads(config.to_json())
+  del recorded["data"]["cache_dir"], recorded["data"]["mirror"]  # An older run.
+  (tmp_path / workdir.CONFIG).write_text(json.dumps(recorded))
+  assert workdir.config_changes(config, str(tmp_path)) == []
+  config.data.cache_dir, config.data.mirror = "/elsewhere", "http://mirror.example"
+  assert workdir.config_changes(config, str(tmp_path)) == []
+  config.data.name = "mnist"
+  assert workdir.config_changes(config, str(tmp_path)) == [
+    "data.name: 'digits' -> 'mnist'"
+  ]
