@@ -129,7 +129,7 @@ def load_dataset(cfg):
   return Dataset(*splits, num_classes=10, name=name)
 
 
-def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+def epoch_permutation(num_examples, seed, epoch):
   """Returns the shuffled example order for one epoch.
 
   The order depends only on (seed, epoch), so a resumed run replays the same
@@ -154,9 +154,7 @@ def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
 
-def batch_indices(
-  num_examples: int, batch_size: int, seed: int, epoch: int
-) -> np.ndarray:
+def batch_indices(num_examples, batch_size, seed, epoch):
   """Returns one epoch's example indices cut into full batches.
 
   The last partial batch is dropped, so every batch has the same shape and
@@ -185,19 +183,17 @@ def batch_indices(
   return perm[: num_batches * batch_size].reshape(num_batches, batch_size)
 
 
-def _scale_uint8(images: np.ndarray) -> np.ndarray:
+def _scale_uint8(images):
   """Maps uint8 pixels 0..255 to float32 in [-1, 1]."""
   return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def _one_line(error: Exception) -> str:
+def _one_line(error):
   """Formats an exception as a single line."""
   return " ".join(f"{type(error).__name__}: {error}".split())
 
 
-def _checked_labels(
-  labels: np.ndarray, num_images: int, num_classes: int, where: str
-) -> np.ndarray:
+def _checked_labels(labels, num_images, num_classes, where):
   """Validates labels against their images and returns them as int32."""
   labels = np.asarray(labels)
   if labels.shape != (num_images,):
@@ -208,7 +204,7 @@ def _checked_labels(
   return labels.astype(np.int32)
 
 
-def _load_digits() -> Splits:
+def _load_digits():
   """Loads scikit-learn digits with a fixed stratified 1437/360 split."""
   from sklearn import datasets, model_selection
 
@@ -255,7 +251,7 @@ def _load_idx_files(paths):
   return tuple(splits)
 
 
-def _find_idx_file(directory: str, base: str) -> str:
+def _find_idx_file(directory, base):
   """Returns the plain or, failing that, gzipped idx file named `base`."""
   for filename in (base, base + ".gz"):
     path = os.path.join(directory, filename)
@@ -264,7 +260,7 @@ def _find_idx_file(directory: str, base: str) -> str:
   raise DataError(f"{os.path.join(directory, base)}[.gz] not found; {IDX_HINT}")
 
 
-def _read_idx(path: str, magic: int) -> np.ndarray:
+def _read_idx(path, magic):
   """Parses an unsigned-byte idx file, checking its magic number and size."""
   try:
     with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
@@ -286,7 +282,7 @@ def _read_idx(path: str, magic: int) -> np.ndarray:
   return np.frombuffer(raw, np.uint8, offset=header_bytes).reshape(dims)
 
 
-def _load_cifar10(path: str) -> Splits:
+def _load_cifar10(path):
   """Loads CIFAR-10 from its python archive or extracted directory."""
   if os.path.isdir(os.path.join(path, CIFAR_DIR)):
     path = os.path.join(path, CIFAR_DIR)
@@ -305,7 +301,7 @@ def _load_cifar10(path: str) -> Splits:
   return tuple(splits)
 
 
-def _read_cifar_dir(directory: str) -> dict[str, bytes]:
+def _read_cifar_dir(directory):
   """Reads every CIFAR-10 batch file of an extracted directory."""
   raw = {}
   for member in CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,):
@@ -317,7 +313,7 @@ def _read_cifar_dir(directory: str) -> dict[str, bytes]:
   return raw
 
 
-def _read_cifar_archive(path: str) -> dict[str, bytes]:
+def _read_cifar_archive(path):
   """Reads every CIFAR-10 batch of the archive in one pass, in memory."""
   wanted = {f"{CIFAR_DIR}/{m}": m for m in CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,)}
   raw = {}
@@ -335,7 +331,7 @@ def _read_cifar_archive(path: str) -> dict[str, bytes]:
   return raw
 
 
-def _parse_cifar_batch(raw: bytes, where: str) -> tuple[np.ndarray, np.ndarray]:
+def _parse_cifar_batch(raw, where):
   """Decodes one pickled batch into float32 HWC images and int32 labels."""
   try:
     batch = pickle.loads(raw, encoding="bytes")
@@ -379,7 +375,7 @@ def _load_download(name, cache_dir, mirror):
   return _load_cifar10(os.path.join(directory, CIFAR_ARCHIVE))
 
 
-def _load_tfds(name: str, data_dir: str | None) -> Splits:
+def _load_tfds(name, data_dir):
   """Loads the train and test splits of a tensorflow-datasets dataset."""
   if name not in TFDS_NAMES:
     raise DataError(
