@@ -173,7 +173,7 @@ def main(argv):
         continue
       for vectorized in (True, False):
         rules = gevb_jax.VECTORIZED_RULES if vectorized else gevb_jax.CONVENTIONAL_RULES
-        for rule in reversed(rules):
+        for rule in rules:
           r = bench(dataset, arch, vectorized, rule, FLAGS.batch, FLAGS.iters)
           r["matmul_gflop_s"] = peak
           if FLAGS.json:
