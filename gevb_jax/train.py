@@ -185,14 +185,8 @@ def train_and_evaluate(config, workdir):
   Returns the summary dict also written to ``summary.json``.
   """
   config = config.copy_and_resolve_references()
-  changes = run_folder.config_changes(config, workdir)
-  if changes and not config.overwrite:
-    raise TrainingError(
-      f"workdir {workdir} holds a run with another config "
-      f"({', '.join(changes)}); use another workdir or "
-      "--config.overwrite=True to start over"
-    )
-  if not changes and run_folder.finished(workdir):
+  start_over = run_folder.claimable(config, workdir)
+  if not start_over and run_folder.finished(workdir):
     print(f"{workdir} holds a finished run; nothing to do", flush=True)
     return run_folder.read_summary(workdir)
 
@@ -216,7 +210,7 @@ def train_and_evaluate(config, workdir):
   eval_batch, probe_batch = memory_bounded_batches(net, config, mesh.size)
   tx = gevb_jax.make_optimizer(net, learning_rate=config.learning_rate)
   # Only a run that can start claims the workdir: a typo leaves it as it was.
-  run_folder.claim(config, workdir, start_over=bool(changes))
+  run_folder.claim(config, workdir, start_over=start_over)
   print(_header(config, ds, net, mesh), flush=True)
 
   variables = net.init(jax.random.key(config.seed))

@@ -136,6 +136,24 @@ def config_changes(config, workdir):
   ]
 
 
+def claimable(config, workdir):
+  """Whether ``config`` would start over in ``workdir``: True if the workdir holds a
+  run of another config and ``config.overwrite`` allows starting over, False if it
+  holds none or this config's own run.
+
+  Raises:
+    WorkdirError: the workdir holds another config's run and overwrite is off.
+  """
+  changes = config_changes(config, workdir)
+  if changes and not config.overwrite:
+    raise WorkdirError(
+      f"workdir {workdir} holds a run with another config "
+      f"({', '.join(changes)}); use another workdir or "
+      "--config.overwrite=True to start over"
+    )
+  return bool(changes)
+
+
 def _write_atomically(path, text):
   """Writes ``text`` to ``path`` through a temporary file: a kill leaves the old file
   or the new one, never half of either."""

@@ -16,6 +16,7 @@ import pytest
 import gevb_jax
 from configs import default as default_config
 from gevb_jax import clusters, data, metrics, train
+from gevb_jax import workdir as run_folder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -326,7 +327,7 @@ def test_two_device_data_parallel_run_matches_one_device(tmp_path):
 
 def test_workdir_of_another_config_is_refused_unless_overwrite(tmp_path):
   train.train_and_evaluate(_config(num_epochs=1), str(tmp_path))
-  with pytest.raises(train.TrainingError, match=r"rule: 'gevb' -> 'bp'"):
+  with pytest.raises(run_folder.WorkdirError, match=r"rule: 'gevb' -> 'bp'"):
     train.train_and_evaluate(_config(num_epochs=1, rule="bp"), str(tmp_path))
   summary = train.train_and_evaluate(
     _config(num_epochs=1, rule="bp", overwrite=True), str(tmp_path)
