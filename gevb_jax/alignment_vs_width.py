@@ -32,9 +32,19 @@ flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_list(
   "widths", ["64", "128", "256", "512", "1024", "2048", "4096"], "Hidden widths n (even)."
 )
-flags.DEFINE_integer("seeds", 5, "Initialisations per width.")
+flags.register_validator(
+  "widths",
+  lambda ws: (
+    bool(ws) and all(w.isdigit() and int(w) >= 2 and int(w) % 2 == 0 for w in ws)
+  ),
+  message="--widths must list even integers >= 2 (ON/OFF pairs), e.g. 64,128",
+)
+flags.DEFINE_integer("seeds", 5, "Initialisations per width.", lower_bound=1)
 flags.DEFINE_integer(
-  "examples", 128, "First training examples (stored order) the angles average over."
+  "examples",
+  128,
+  "First training examples (stored order) the angles average over.",
+  lower_bound=1,
 )
 config_flags.DEFINE_config_file("config", "configs/default.py", "Config naming the data.")
 

@@ -4,6 +4,7 @@
       [--config.model.arch=conv --config.rule=bp ...]
 """
 
+import signal
 import sys
 
 from absl import app, flags, logging
@@ -19,17 +20,49 @@ config_flags.DEFINE_config_file(
 )
 
 
+def _one_line(err):
+  text = str(err.__cause__ or err).replace("\\n", " ").replace("\\'", "'")
+  text = " ".join(text.split())
+  if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
+    text = text[1:-1]  # A KeyError's repr inside an AttributeError.
+  return text
+
+
+def parse_flags(argv):
+  """absl's parsing, with a config file's errors (a typo in a field, a missing file)
+  on one line instead of a traceback."""
+  try:
+    argv = FLAGS(argv)
+    FLAGS.config.to_dict()  # A config file's errors surface here, not later.
+    return argv
+  except flags.Error as err:
+    sys.exit(f"error: {_one_line(err)}; see --helpshort")
+  except (AttributeError, KeyError, OSError, TypeError, ValueError) as err:
+    sys.exit(f"error: bad --config: {_one_line(err)}")
+
+
+def _interrupt(signum, frame):
+  raise KeyboardInterrupt
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:  # Library INFO logs only when asked for.
     logging.set_verbosity(logging.WARNING)
   logging.info("config:\n%s", FLAGS.config)
+  signal.signal(signal.SIGTERM, _interrupt)  # Ends like Ctrl-C.
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (train.TrainingError, data.DataError, ValueError) as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
+  except KeyboardInterrupt:
+    print(
+      f"stopped; the same command resumes {FLAGS.workdir} from its last checkpoint",
+      file=sys.stderr,
+    )
+    sys.exit(130)
   print(
     f"final test error {summary['final_test_error']:.4f}, train error "
     f"{summary['final_train_error']:.4f} after {summary['epochs_run']} epochs"
@@ -38,4 +71,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

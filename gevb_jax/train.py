@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gevb_jax
-from gevb_jax import clusters, data, grid, metrics, rules
+from gevb_jax import clusters, config_check, data, grid, metrics, rules
 from gevb_jax import workdir as run_folder
 
 
@@ -185,8 +185,9 @@ def train_and_evaluate(config, workdir):
   Returns the summary dict also written to ``summary.json``.
   """
   config = config.copy_and_resolve_references()
-  start_over = run_folder.claimable(config, workdir)
-  if not start_over and run_folder.finished(workdir):
+  config_check.check_config(config)
+  config_check.check_workdir(workdir)
+  if not run_folder.claimable(config, workdir) and run_folder.finished(workdir):
     print(f"{workdir} holds a finished run; nothing to do", flush=True)
     return run_folder.read_summary(workdir)
 
@@ -198,6 +199,7 @@ def train_and_evaluate(config, workdir):
     )
 
   ds = data.load_dataset(config.data)
+  config_check.check_data(config, ds)
   net = gevb_jax.make_network(
     config.model.arch,
     input_shape=ds.train_x.shape[1:],
@@ -207,12 +209,18 @@ def train_and_evaluate(config, workdir):
     widths=config.model.widths,
   )
   rules.check_rule(net, config.rule)
+  config_check.check_memory(net, config, ds)
   eval_batch, probe_batch = memory_bounded_batches(net, config, mesh.size)
   tx = gevb_jax.make_optimizer(net, learning_rate=config.learning_rate)
-  # Only a run that can start claims the workdir: a typo leaves it as it was.
-  run_folder.claim(config, workdir, start_over=start_over)
-  print(_header(config, ds, net, mesh), flush=True)
+  # Only a run that can start claims the workdir: a bad value leaves it as it was.
+  with run_folder.lock(workdir):
+    run_folder.claim(config, workdir, start_over=run_folder.claimable(config, workdir))
+    print(_header(config, ds, net, mesh), flush=True)
+    return _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch)
 
+
+def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
+  """The run itself, in a claimed and locked workdir."""
   variables = net.init(jax.random.key(config.seed))
   state = {
     "params": variables["params"],
@@ -275,8 +283,10 @@ def train_and_evaluate(config, workdir):
     last = log_eval(0)
     run_folder.save(manager, 0, state)
     epoch = 0
-  else:
+  elif history:
     last = history[-1]
+  else:  # Checkpoints win over a lost or emptied metrics.jsonl: evaluate again.
+    last = log_eval(epoch)
   stopped_early = config.stop_at_zero_train_error and last["train_error"] == 0
   show = config.progress and sys.stderr.isatty()
   while epoch < config.num_epochs and not stopped_early:

@@ -8,14 +8,23 @@ A workdir holds
   events.out.*      the same scalars for TensorBoard;
   checkpoints/      orbax checkpoints, one per epoch (the latest kept, and those at
                     evaluations);
+  checksums/        the SHA-256 of each checkpoint's arrays, checked on restore;
   summary.json      written last: a run with a summary is finished;
-  log.txt           a sweep's record of the run's console output.
+  log.txt           a sweep's record of the run's console output;
+  lock              the PID of the process that runs in it, while it runs.
 """
 
+import contextlib
+import fcntl
+import hashlib
 import json
+import math
 import os
 import shutil
+import signal
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 import tensorboardX
 from absl import logging
@@ -25,6 +34,8 @@ METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
 LOG = "log.txt"
+LOCK = "lock"
+CHECKSUMS = "checksums"
 
 # Config sections or single fields that do not change what a run computes: a
 # workdir's run may go on under other values of these. Where data sets are cached or
@@ -47,8 +58,12 @@ def _path(workdir, name):
 
 
 def finished(workdir):
-  """Whether the run in ``workdir`` wrote its summary."""
-  return os.path.exists(_path(workdir, SUMMARY))
+  """Whether the run in ``workdir`` wrote a readable summary. A damaged one does not
+  count: the run resumes from its checkpoints and writes it again."""
+  try:
+    return read_summary(workdir) is not None
+  except WorkdirError:
+    return False
 
 
 def _read_json(workdir, name):
@@ -80,8 +95,8 @@ def read_metrics(workdir, last_epoch=None):
   """The rows of ``metrics.jsonl``, in order; ``[]`` when there is none.
 
   A last line without its newline was cut short by a kill and is left out. Any other
-  line that is not a JSON object with an ``epoch`` raises ``WorkdirError`` naming the
-  file and line: no row after it is dropped silently.
+  line that is not a JSON object with an integer ``epoch`` is skipped with a warning
+  naming the file and line; the rows after it are kept.
 
   Args:
     workdir: the run folder.
@@ -102,7 +117,8 @@ def read_metrics(workdir, last_epoch=None):
     except json.JSONDecodeError:
       row = None
     if not isinstance(row, dict) or not isinstance(row.get("epoch"), int):
-      raise WorkdirError(f"{path}:{number}: not a metrics row: {line[:60]!r}")
+      logging.warning("%s:%d: skipped, not a metrics row: %r", path, number, line[:60])
+      continue
     if last_epoch is None or row["epoch"] <= last_epoch:
       rows.append(row)
   return rows
@@ -125,7 +141,10 @@ def config_changes(config, workdir):
     config: an ``ml_collections.ConfigDict``.
     workdir: the run folder; ``[]`` if it holds no config yet.
   """
-  old = read_config(workdir)
+  try:
+    old = read_config(workdir)
+  except WorkdirError as err:
+    return [str(err)]
   if old is None:
     return []
   old, new = _flatten(old), _flatten(json.loads(config.to_json()))
@@ -134,6 +153,49 @@ def config_changes(config, workdir):
     for k in sorted(set(new) | set(old))
     if not {k, k.split(".")[0]} & set(NOT_IDENTITY) and new.get(k) != old.get(k)
   ]
+
+
+@contextlib.contextmanager
+def lock(workdir):
+  """Holds the workdir's lock (an exclusive ``flock`` on ``lock``, which records the
+  holder's PID) while the block runs. The kernel drops the lock when its process
+  dies, however it dies, so a stale lock file is simply taken over.
+
+  Raises:
+    WorkdirError: another live process holds the lock.
+  """
+  os.makedirs(workdir, exist_ok=True)
+  fd = os.open(_path(workdir, LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  except BlockingIOError:
+    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    os.close(fd)
+    raise WorkdirError(
+      f"workdir {workdir} is in use by process {holder}; wait for it "
+      "or stop it, then run again"
+    ) from None
+  try:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    yield
+  finally:
+    os.close(fd)
+
+
+def holder(workdir):
+  """The PID that holds the workdir's lock, or None when no live process does."""
+  path = _path(workdir, LOCK)
+  if not os.path.exists(path):
+    return None
+  fd = os.open(path, os.O_RDONLY)
+  try:
+    fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+  except BlockingIOError:
+    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+  finally:
+    os.close(fd)
+  return None
 
 
 def claimable(config, workdir):
@@ -168,7 +230,7 @@ def _write_atomically(path, text):
 def claim(config, workdir, start_over):
   """Writes ``config.json``, first removing another config's run if ``start_over``."""
   if start_over:
-    for name in (CHECKPOINTS, METRICS, SUMMARY):
+    for name in (CHECKPOINTS, CHECKSUMS, METRICS, SUMMARY, *_event_files(workdir)):
       target = _path(workdir, name)
       if os.path.isdir(target):
         shutil.rmtree(target)
@@ -200,53 +262,125 @@ def checkpoint_manager(workdir, keep_period):
   )
 
 
+def _digest(state):
+  """SHA-256 over every array of ``state``: dtype, shape and bytes, in tree order."""
+  sha = hashlib.sha256()
+  for leaf in jax.tree_util.tree_leaves(state):
+    array = np.asarray(leaf)
+    sha.update(f"{array.dtype}{array.shape}".encode())
+    sha.update(np.ascontiguousarray(array).tobytes())
+  return sha.hexdigest()
+
+
+def _checksum_path(manager, epoch):
+  return os.path.join(os.path.dirname(manager.directory), CHECKSUMS, str(epoch))
+
+
 def save(manager, epoch, state):
-  """Checkpoints ``state`` as step ``epoch``."""
-  manager.save(epoch, args=ocp.args.StandardSave(state))
+  """Checkpoints ``state`` as step ``epoch``, with its checksum beside it; checksums
+  of steps the manager has since let go are removed."""
+  # Ctrl-C and SIGTERM wait until the checkpoint and its checksum are on disk.
+  deferred = {signal.SIGINT, signal.SIGTERM}
+  signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
+  try:
+    manager.save(epoch, args=ocp.args.StandardSave(state))
+    path = _checksum_path(manager, epoch)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write_atomically(path, _digest(state))
+    kept = {str(step) for step in manager.all_steps()}
+    for name in os.listdir(os.path.dirname(path)):
+      if name not in kept and not name.endswith(".tmp"):
+        os.remove(os.path.join(os.path.dirname(path), name))
+  finally:
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, deferred)
+
+
+def _why_corrupt(manager, step, state):
+  """Why a restored ``state`` cannot be trusted, or None."""
+  for leaf in jax.tree_util.tree_leaves(state):
+    array = np.asarray(leaf)
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+      return "it holds NaN or infinite values"
+  path = _checksum_path(manager, step)
+  if os.path.exists(path):  # Checkpoints written before checksums have none.
+    with open(path) as f:
+      if f.read().strip() != _digest(state):
+        return f"its arrays do not match the checksum in {path}"
+  return None
 
 
 def restore(manager, abstract_state):
-  """Latest readable checkpoint ``(epoch, state)``, falling back past corrupt ones;
+  """Latest sound checkpoint ``(epoch, state)``, falling back past unreadable,
+  non-finite or checksum-failing ones (each deleted, with a one-line warning);
   ``(None, None)`` when there is none."""
   for step in sorted(manager.all_steps(), reverse=True):
     try:
-      return step, manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+      why = _why_corrupt(manager, step, state)
     except Exception as err:  # pylint: disable=broad-except
-      logging.warning(
-        "checkpoint at epoch %d is unreadable (%s: %s); deleting it and "
-        "falling back to the previous one",
-        step,
-        type(err).__name__,
-        str(err).splitlines()[0] if str(err) else "",
-      )
-      manager.delete(step)
+      why = f"it is unreadable ({type(err).__name__}: {str(err).splitlines()[0:1]})"
+    if why is None:
+      return step, state
+    logging.warning(
+      "checkpoint of epoch %d is deleted: %s; falling back to the previous one", step, why
+    )
+    manager.delete(step)
   return None, None
+
+
+def _event_files(workdir):
+  if not os.path.isdir(workdir):
+    return []
+  return [name for name in os.listdir(workdir) if name.startswith("events.out.")]
+
+
+def _json_line(row):
+  return json.dumps(_finite_or_none(row), allow_nan=False) + "\n"
+
+
+def _finite_or_none(value):
+  """JSON has no NaN: non-finite floats are written as null."""
+  if isinstance(value, float) and not math.isfinite(value):
+    return None
+  if isinstance(value, dict):
+    return {k: _finite_or_none(v) for k, v in value.items()}
+  return value
 
 
 class MetricWriter:
   """Appends evaluation rows to ``metrics.jsonl`` and their scalars to TensorBoard.
 
   Opening it rewrites ``metrics.jsonl`` with ``history`` only: rows of epochs whose
-  checkpoint was lost are dropped, so a resumed run writes them again once.
+  checkpoint was lost are dropped, so a resumed run writes them again once. It also
+  rewrites the TensorBoard events from ``history``, in one new event file: scalars a
+  killed process never got to disk come back on resume.
   """
 
   def __init__(self, workdir, history):
     self._path = _path(workdir, METRICS)
-    _write_atomically(self._path, "".join(json.dumps(row) + "\n" for row in history))
+    _write_atomically(self._path, "".join(_json_line(row) for row in history))
+    for name in _event_files(workdir):
+      os.remove(_path(workdir, name))
     self._tensorboard = tensorboardX.SummaryWriter(workdir)
+    for row in history:
+      self._add_scalars(row)
+    self._tensorboard.flush()
 
   def write(self, row):
     """Appends one row; floats and dicts of floats (``{layer: angle}``) become
     TensorBoard scalars at ``row["step"]``."""
     with open(self._path, "a") as f:
-      f.write(json.dumps(row) + "\n")
+      f.write(_json_line(row))
+    self._add_scalars(row)
+    self._tensorboard.flush()
+
+  def _add_scalars(self, row):
     for key, value in row.items():
       if isinstance(value, float) and key != "wall_time_s":
         self._tensorboard.add_scalar(key, value, row["step"])
       elif isinstance(value, dict):
         for layer, v in value.items():
           self._tensorboard.add_scalar(f"{key}/{layer}", v, row["step"])
-    self._tensorboard.flush()
 
   def close(self):
     self._tensorboard.close()

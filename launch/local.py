@@ -2,10 +2,13 @@
 per device running ``runs_per_device`` jobs at a time."""
 
 import concurrent.futures
+import ctypes
 import os
 import re
 import shlex
+import signal
 import subprocess
+import sys
 import time
 
 from absl import logging
@@ -37,10 +40,18 @@ def device_env(device, runs_per_device):
   return env
 
 
+def _die_with_the_sweep():
+  """In the child, before exec: SIGKILL when the sweep's thread that started it dies
+  (Linux's PR_SET_PDEATHSIG), so that a killed sweep leaves no run behind."""
+  if sys.platform.startswith("linux"):
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+
+
 def run_one(experiment, device, runs_per_device, trainer_module):
   """Runs `experiment` on `device` to its end; returns the exit code.
 
-  The command and its output are appended to the experiment's log.
+  The command and its output are appended to the experiment's log. The run dies with
+  the sweep, however the sweep dies.
   """
   experiment.workdir.mkdir(parents=True, exist_ok=True)
   command = experiment.command(trainer_module)
@@ -55,6 +66,7 @@ def run_one(experiment, device, runs_per_device, trainer_module):
       stdout=log,
       stderr=subprocess.STDOUT,
       env={**os.environ, **env},
+      preexec_fn=_die_with_the_sweep,
       check=False,
     ).returncode
 

@@ -73,6 +73,7 @@ import sys
 
 from absl import app, flags, logging
 
+from gevb_jax import workdir as run_folder
 from launch import local, planning, slurm
 
 flags.DEFINE_list(
@@ -142,7 +143,12 @@ def main(argv):
   except ValueError as e:
     sys.exit(f"sweep: {e}")
 
-  pending = [e for e in experiments if not e.finished()]
+  # A run whose workdir another process holds (a sweep started earlier, a user's
+  # own run) is left to it.
+  busy = [e for e in experiments if not e.finished() and run_folder.holder(e.workdir)]
+  for e in busy:
+    print(f"busy     {e.workdir} (process {run_folder.holder(e.workdir)})")
+  pending = [e for e in experiments if not e.finished() and e not in busy]
   assignments = [(e, devices[i % len(devices)]) for i, e in enumerate(pending)]
   if FLAGS["dry-run"].value:
     if FLAGS.backend == "slurm":

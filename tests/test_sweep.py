@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from gevb_jax import workdir as run_folder
 from launch import local, planning
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -417,3 +418,17 @@ def test_old_kind_names_and_old_run_folders_are_still_used(tmp_path):
     finished_before,
     jobs[3].workdir,
   ]
+
+
+def test_a_run_whose_workdir_another_process_holds_is_not_started(cwd):
+  (cwd / "grid.json").write_text(
+    json.dumps({"config": "configs/default.py", "archs": ["fc"], "nonneg": [True]})
+  )
+  jobs = planning.plan(planning.load_grid(str(cwd / "grid.json")), 1, "runs")
+  held = cwd / jobs[0].workdir
+  with run_folder.lock(held):
+    result = run_sweep(cwd, "--grid=grid.json", "--seeds=1", "--root=runs")
+  assert result.returncode == 0, result.stderr
+  assert f"busy     {jobs[0].workdir} (process {os.getpid()})" in result.stdout
+  assert calls(held) == []
+  assert all(len(calls(cwd / job.workdir)) == 1 for job in jobs[1:])

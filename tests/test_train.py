@@ -387,6 +387,8 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
     (["--config.rule=dfa"], "valid rules: gevb, bp"),
     (["--config.model.arch=rnn"], "unknown arch 'rnn'"),
     (["--config.model.widths=(33,16)"], "even"),
+    (["--config.batch_size=-5"], "config.batch_size=-5: must be an integer >= 1"),
+    (["--config.model.archh=fc"], 'Did you mean "arch"'),
   ],
 )
 def test_bad_input_exits_with_one_readable_line(tmp_path, flags, message):

@@ -25,7 +25,6 @@ import sys
 from absl import app, flags
 
 from gevb_jax.report import collect_runs, write_report
-from gevb_jax.workdir import WorkdirError
 
 _OUT = flags.DEFINE_string(
   "out", None, "Directory to write the tables, figures and report.md into."
@@ -36,10 +35,7 @@ def main(argv):
   if len(argv) != 2:
     raise app.UsageError("Expected one argument: ROOT.")
   root = argv[1]
-  try:
-    runs = collect_runs(root)
-  except WorkdirError as err:
-    sys.exit(f"report: {err}")
+  runs = collect_runs(root)
   if not runs:
     sys.exit(f"No runs (directories with config.json) found under {root}.")
   print(f"Wrote {write_report(runs, _OUT.value)} from {len(runs)} runs.")

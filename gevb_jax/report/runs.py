@@ -5,6 +5,7 @@ import collections
 import dataclasses
 import os
 import pathlib
+import sys
 from typing import Any
 
 from gevb_jax import workdir as run_folder
@@ -50,23 +51,44 @@ class Run:
     return f"{self.experiment} seed {self.seed}"
 
 
+def _read_run(workdir):
+  """The run in ``workdir``; ``WorkdirError`` naming the file when its config or
+  summary cannot be read as a run's (a damaged metrics line is only skipped)."""
+  run = Run(
+    workdir=workdir,
+    config=run_folder.read_config(workdir),
+    metrics=run_folder.read_metrics(workdir),
+    summary=run_folder.read_summary(workdir),
+  )
+  try:
+    _ = run.dataset, run.experiment, int(run.seed)
+  except (KeyError, TypeError, ValueError) as err:
+    raise run_folder.WorkdirError(
+      f"{workdir / run_folder.CONFIG}: not a run's config ({type(err).__name__}: {err})"
+    ) from None
+  if run.summary is not None and not all(
+    isinstance(run.summary.get(key), (int, float))
+    for key in ("final_test_error", "final_train_error")
+  ):
+    raise run_folder.WorkdirError(
+      f"{workdir / run_folder.SUMMARY}: no final_test_error and final_train_error"
+    )
+  return run
+
+
 def collect_runs(root):
-  """Loads every run workdir (a directory with config.json) below root."""
+  """Loads every run workdir (a directory with config.json) below root. A damaged
+  one is named on stderr and skipped; the others are reported."""
   runs = []
   for dirpath, dirnames, filenames in os.walk(root):
     dirnames.sort()
     if run_folder.CONFIG not in filenames:
       continue
     dirnames.clear()  # A run's own subdirectories (checkpoints) hold no runs.
-    workdir = pathlib.Path(dirpath)
-    runs.append(
-      Run(
-        workdir=workdir,
-        config=run_folder.read_config(workdir),
-        metrics=run_folder.read_metrics(workdir),
-        summary=run_folder.read_summary(workdir),
-      )
-    )
+    try:
+      runs.append(_read_run(pathlib.Path(dirpath)))
+    except run_folder.WorkdirError as err:
+      print(f"report: skipped a damaged run: {err}", file=sys.stderr)
   return runs
 
 

@@ -1,0 +1,126 @@
+"""Checks a run's config, its data, its memory and its workdir before anything is
+written: a bad value leaves the workdir as it was.
+
+Every failure is a ``ConfigError`` with one line naming the field, the value and what
+is allowed.
+"""
+
+import math
+import os
+import tempfile
+
+import jax
+
+# Free disk a run needs to start: config, metrics, a few checkpoints of a small net.
+MIN_FREE_DISK_BYTES = 64 * 2**20
+# Parameters, Adam's two moments and the update: float32 copies of every weight.
+STATE_COPIES = 4
+# The share of this machine's memory a run may plan to hold.
+MEMORY_SHARE = 0.8
+
+
+class ConfigError(ValueError):
+  """A config value, the data or the workdir cannot make a run."""
+
+
+def _fail(field, value, allowed):
+  raise ConfigError(f"config.{field}={value!r}: {allowed}")
+
+
+def _integer(config, field, low, high=None):
+  value = config
+  for part in field.split("."):
+    value = value[part]
+  bad = not isinstance(value, int) or isinstance(value, bool) or value < low
+  if bad or (high is not None and value > high):
+    limit = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+    _fail(field, value, f"must be {limit}")
+
+
+def check_config(config):
+  """Ranges of the fields that need no data (``make_network`` and
+  ``rules.check_rule`` check the architecture and the rule)."""
+  for field in ("batch_size", "eval_batch_size", "eval_every", "memory_budget_mb"):
+    _integer(config, field, 1)
+  _integer(config, "num_epochs", 0)
+  _integer(config, "seed", 0, 2**32 - 1)
+  _integer(config, "metrics.alignment_examples", 1)
+  _integer(config, "metrics.tsne_examples", 0)
+  _integer(config, "metrics.tsne_iters", 1)
+  lr = config.learning_rate
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+    _fail("learning_rate", lr, "must be a finite number > 0")
+  if lr <= 0:
+    _fail("learning_rate", lr, "must be > 0 (Adam steps against the update)")
+  widths = config.model.widths
+  if widths is not None and (
+    not isinstance(widths, tuple)
+    or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
+  ):
+    _fail("model.widths", widths, "must be a tuple of positive integers, e.g. (512,256)")
+
+
+def check_data(config, ds):
+  """The data against itself and the config."""
+  if len(ds.train_x) == 0 or len(ds.test_x) == 0:
+    _fail(
+      "data",
+      ds.name,
+      f"has {len(ds.train_x)} train and {len(ds.test_x)} test "
+      "images; both splits need at least one",
+    )
+  if ds.train_x.shape[1:] != ds.test_x.shape[1:] or 0 in ds.train_x.shape[1:]:
+    _fail(
+      "data",
+      ds.name,
+      f"train images {ds.train_x.shape[1:]} and test images "
+      f"{ds.test_x.shape[1:]} must have one nonempty (H, W, C) shape",
+    )
+  n = len(ds.train_x)
+  _integer(config, "batch_size", 1, n)
+
+
+def check_memory(net, config, ds):
+  """A run's parameters, optimizer state, data and evaluation budget against this
+  machine's memory (an estimate: what the run plans to hold at once)."""
+  shapes = jax.eval_shape(net.init, jax.random.key(0))
+  weights = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes))
+  need = (
+    STATE_COPIES * 4 * weights
+    + ds.train_x.nbytes
+    + ds.test_x.nbytes
+    + config.memory_budget_mb * 2**20
+  )
+  have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if need > MEMORY_SHARE * have:
+    _fail(
+      "model.widths",
+      config.model.widths,
+      f"the run would hold about {need / 2**30:.1f} GiB ({weights:,} weights with "
+      f"their optimizer state); this machine has {have / 2**30:.1f} GiB",
+    )
+
+
+def check_workdir(workdir):
+  """That ``workdir`` is, or can become, a writable directory with room for a run."""
+  path = os.path.abspath(workdir)
+  if os.path.exists(path) and not os.path.isdir(path):
+    raise ConfigError(f"workdir {workdir}: exists and is not a directory")
+  existing = path
+  while not os.path.exists(existing):
+    existing = os.path.dirname(existing)
+  if not os.path.isdir(existing):
+    raise ConfigError(f"workdir {workdir}: {existing} is not a directory")
+  try:
+    with tempfile.TemporaryFile(dir=existing):
+      pass
+    free = os.statvfs(existing).f_bavail * os.statvfs(existing).f_frsize
+  except OSError as err:
+    raise ConfigError(
+      f"workdir {workdir}: cannot write in {existing} ({err.strerror or err})"
+    ) from None
+  if free < MIN_FREE_DISK_BYTES:
+    raise ConfigError(
+      f"workdir {workdir}: {free / 2**20:.0f} MiB free on its disk; "
+      f"a run needs at least {MIN_FREE_DISK_BYTES // 2**20} MiB"
+    )

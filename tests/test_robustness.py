@@ -1,0 +1,265 @@
+"""Bad values and damaged run folders: a one-line refusal before anything is written,
+or a recovery with the right result; never a good row or checkpoint lost."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from tensorboardX.proto import event_pb2
+
+from configs import default as default_config
+from gevb_jax import config_check, data, train
+from gevb_jax import workdir as run_folder
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(**overrides):
+  config = default_config.get_config()
+  config.num_epochs, config.eval_every = 3, 1
+  config.stop_at_zero_train_error = False
+  config.progress = False
+  config.model.widths = (64, 32)
+  config.metrics.alignment_examples = 32
+  for key, value in overrides.items():
+    target = config
+    *path, leaf = key.split(".")
+    for part in path:
+      target = target[part]
+    target[leaf] = value
+  return config
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+  """A finished 3-epoch run, its summary and its metrics rows (copied per test)."""
+  workdir = tmp_path_factory.mktemp("finished") / "run"
+  summary = train.train_and_evaluate(_config(), str(workdir))
+  return workdir, summary, run_folder.read_metrics(workdir)
+
+
+def _copy(finished, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished[0], workdir)
+  return workdir
+
+
+def _files(workdir):
+  return {
+    str(p.relative_to(workdir)): p.read_bytes()
+    for p in sorted(workdir.rglob("*"))
+    if p.is_file() and p.name != run_folder.LOCK
+  }
+
+
+BAD = [
+  ("batch_size", -5, "config.batch_size=-5: must be an integer >= 1"),
+  ("batch_size", 0, "config.batch_size=0"),
+  ("batch_size", 5000, "config.batch_size=5000: must be an integer in [1, 1437]"),
+  ("eval_every", 0, "config.eval_every=0"),
+  ("eval_batch_size", 0, "config.eval_batch_size=0"),
+  ("num_epochs", -1, "config.num_epochs=-1: must be an integer >= 0"),
+  ("seed", -1, "config.seed=-1: must be an integer in [0, 4294967295]"),
+  ("learning_rate", -1.0, "config.learning_rate=-1.0: must be > 0"),
+  ("learning_rate", float("nan"), "config.learning_rate=nan: must be a finite number"),
+  ("model.widths", (0, 256), "config.model.widths=(0, 256): must be a tuple of positive"),
+  ("model.widths", (-2, 256), "config.model.widths=(-2, 256)"),
+  ("model.widths", (100000, 100000), "GiB"),
+]
+
+
+def test_bad_values_are_refused_before_a_finished_run_is_touched(finished, tmp_path):
+  """Even with overwrite=True: the old run is deleted only by a run that can start."""
+  workdir = _copy(finished, tmp_path)
+  before = _files(workdir)
+  for field, value, message in BAD:
+    config = _config(**{field: value, "overwrite": True})
+    with pytest.raises(config_check.ConfigError) as err:
+      train.train_and_evaluate(config, str(workdir))
+    assert message in str(err.value) and "\n" not in str(err.value), field
+    assert _files(workdir) == before, field
+  # The corrected command still finds its own run: nothing was claimed.
+  assert train.train_and_evaluate(_config(), str(workdir)) == finished[1]
+
+
+@pytest.mark.parametrize(
+  "train_shape,test_shape,test_size,message",
+  [
+    ((8, 8, 1), (9, 9, 1), 5, "train images (8, 8, 1) and test images (9, 9, 1)"),
+    ((0, 8, 1), (0, 8, 1), 5, "one nonempty (H, W, C) shape"),
+    ((8, 8, 1), (8, 8, 1), 0, "5 train and 0 test images"),
+  ],
+)
+def test_data_that_cannot_make_a_run_is_one_line(
+  tmp_path, monkeypatch, train_shape, test_shape, test_size, message
+):
+  ds = data.Dataset(
+    np.zeros((5, *train_shape), np.float32),
+    np.zeros(5, np.int32),
+    np.zeros((test_size, *test_shape), np.float32),
+    np.zeros(test_size, np.int32),
+    num_classes=10,
+    name="odd",
+  )
+  monkeypatch.setattr(data, "load_dataset", lambda cfg: ds)
+  with pytest.raises(config_check.ConfigError) as err:
+    train.train_and_evaluate(_config(batch_size=4), str(tmp_path / "run"))
+  assert message in str(err.value)
+  assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("where", ["file", "proc"])
+def test_a_workdir_that_cannot_be_written_is_one_line(tmp_path, where):
+  if where == "file":
+    (tmp_path / "a_file").write_text("")
+    workdir, message = tmp_path / "a_file", "exists and is not a directory"
+  else:
+    workdir, message = "/proc/gevb_run", "cannot write in /proc"
+  with pytest.raises(config_check.ConfigError, match=message):
+    train.train_and_evaluate(_config(), str(workdir))
+
+
+def test_a_second_process_on_a_workdir_is_refused_naming_the_holder(tmp_path):
+  workdir = tmp_path / "run"
+  with run_folder.lock(workdir):
+    assert run_folder.holder(workdir) == str(os.getpid())
+    with pytest.raises(run_folder.WorkdirError, match=f"in use by process {os.getpid()}"):
+      train.train_and_evaluate(_config(), str(workdir))
+  assert run_folder.holder(workdir) is None  # Released: a stale file is taken over.
+  with run_folder.lock(workdir):
+    pass
+
+
+def test_a_garbage_metrics_line_is_skipped_and_every_good_row_kept(finished, tmp_path):
+  """Issue 10's case 1: the rerun once reported the epoch-0 error as the result."""
+  workdir, (_, summary, rows) = _copy(finished, tmp_path), finished
+  lines = (workdir / run_folder.METRICS).read_text().splitlines(keepends=True)
+  (workdir / run_folder.METRICS).write_text("".join([lines[0], "GARBAGE\n", *lines[1:]]))
+  (workdir / run_folder.SUMMARY).unlink()
+  assert train.train_and_evaluate(_config(), str(workdir)) == summary
+  assert run_folder.read_metrics(workdir) == rows
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def test_checkpoints_win_over_lost_metrics(finished, tmp_path, damage):
+  workdir, (_, summary, rows) = _copy(finished, tmp_path), finished
+  (workdir / run_folder.SUMMARY).unlink()
+  if damage == "deleted":
+    (workdir / run_folder.METRICS).unlink()
+  else:
+    (workdir / run_folder.METRICS).write_text("")
+  result = train.train_and_evaluate(_config(), str(workdir))
+  assert result["final_test_error"] == summary["final_test_error"]
+  assert [r["epoch"] for r in run_folder.read_metrics(workdir)] == [rows[-1]["epoch"]]
+
+
+def _manager(tmp_path):
+  return run_folder.checkpoint_manager(str(tmp_path), keep_period=1)
+
+
+@pytest.mark.parametrize("damage", ["checksum", "nan"])
+def test_a_checkpoint_that_reads_but_is_wrong_falls_back(tmp_path, damage):
+  manager = _manager(tmp_path)
+  states = [{"w": np.full(3, float(epoch), np.float32)} for epoch in range(3)]
+  for epoch, state in enumerate(states):
+    if damage == "nan" and epoch == 2:
+      state = {"w": np.array([1.0, np.nan, 0.0], np.float32)}
+    run_folder.save(manager, epoch, state)
+  if damage == "checksum":
+    (tmp_path / run_folder.CHECKSUMS / "2").write_text("0" * 64)
+  epoch, state = run_folder.restore(_manager(tmp_path), states[0])
+  assert epoch == 1
+  np.testing.assert_array_equal(state["w"], states[1]["w"])
+  assert 2 not in _manager(tmp_path).all_steps()
+
+
+def _scalars(workdir, tag):
+  """(step, value) of ``tag`` in the workdir's event files."""
+  points = []
+  for name in os.listdir(workdir):
+    if not name.startswith("events.out."):
+      continue
+    raw = (workdir / name).read_bytes()
+    offset = 0
+    while offset < len(raw):
+      length = int.from_bytes(raw[offset : offset + 8], "little")
+      event = event_pb2.Event.FromString(raw[offset + 12 : offset + 12 + length])
+      offset += 16 + length
+      points += [
+        (event.step, v.simple_value) for v in event.summary.value if v.tag == tag
+      ]
+  return sorted(points)
+
+
+def test_tensorboard_events_are_rebuilt_on_resume_and_go_with_overwrite(
+  finished, tmp_path
+):
+  workdir, (_, _, rows) = _copy(finished, tmp_path), finished
+  for name in os.listdir(workdir):
+    if name.startswith("events.out."):  # As a kill left them: empty.
+      (workdir / name).write_bytes(b"")
+  (workdir / run_folder.SUMMARY).unlink()
+  train.train_and_evaluate(_config(), str(workdir))
+  expected = [(r["step"], pytest.approx(r["test_error"])) for r in rows]
+  assert _scalars(workdir, "test_error") == expected
+  train.train_and_evaluate(_config(num_epochs=1, overwrite=True), str(workdir))
+  assert [step for step, _ in _scalars(workdir, "test_error")] == [
+    r["step"] for r in rows[:2]
+  ]
+
+
+def test_report_skips_a_damaged_run_naming_it(tmp_path, finished):
+  runs = tmp_path / "runs"
+  good = _copy(finished, runs)
+  bad = runs / "bad"
+  shutil.copytree(good, bad)
+  (bad / run_folder.SUMMARY).write_text('{"final_test')
+  (runs / "empty_config").mkdir()
+  (runs / "empty_config" / run_folder.CONFIG).write_text("{}")
+  result = subprocess.run(
+    [sys.executable, "-m", "gevb_jax.report", str(runs), f"--out={tmp_path / 'out'}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    check=False,
+  )
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.strip().endswith("from 1 runs.")
+  skipped = [line for line in result.stderr.splitlines() if "skipped" in line]
+  assert len(skipped) == 2
+  assert str(bad / run_folder.SUMMARY) in skipped[0]
+  assert str(runs / "empty_config" / run_folder.CONFIG) in skipped[1]
+
+
+def test_sigterm_ends_with_one_line_after_a_safe_checkpoint(tmp_path):
+  workdir = tmp_path / "run"
+  cmd = [
+    sys.executable,
+    "-m",
+    "gevb_jax.main",
+    "--config=configs/default.py",
+    f"--workdir={workdir}",
+    "--config.num_epochs=200",
+    "--config.stop_at_zero_train_error=False",
+  ]
+  proc = subprocess.Popen(
+    cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+  )
+  deadline = time.time() + 120
+  while time.time() < deadline and not (workdir / run_folder.CHECKSUMS / "2").exists():
+    time.sleep(0.02)
+  proc.send_signal(signal.SIGTERM)
+  _, stderr = proc.communicate(timeout=60)
+  assert proc.returncode == 130
+  assert stderr.strip().splitlines() == [
+    f"stopped; the same command resumes {workdir} from its last checkpoint"
+  ]
+  # Every checkpoint on disk was completed, with its checksum.
+  steps = run_folder.checkpoint_manager(str(workdir), 1).all_steps()
+  assert max(steps) >= 2
+  assert sorted(os.listdir(workdir / run_folder.CHECKSUMS)) == sorted(map(str, steps))
