@@ -300,12 +300,12 @@ def _why_corrupt(manager, step, state):
   for leaf in jax.tree_util.tree_leaves(state):
     array = np.asarray(leaf)
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-      return "it holds NaN or infinite values"
+      return "holds NaN or infinite values"
   path = _checksum_path(manager, step)
   if os.path.exists(path):  # Checkpoints written before checksums have none.
     with open(path) as f:
       if f.read().strip() != _digest(state):
-        return f"its arrays do not match the checksum in {path}"
+        return f"does not match the checksum in {path}"
   return None
 
 
@@ -318,11 +318,14 @@ def restore(manager, abstract_state):
       state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
       why = _why_corrupt(manager, step, state)
     except Exception as err:  # pylint: disable=broad-except
-      why = f"it is unreadable ({type(err).__name__}: {str(err).splitlines()[0:1]})"
+      first = (str(err).splitlines() or [""])[0]
+      why = f"is unreadable ({type(err).__name__}: {first})"
     if why is None:
       return step, state
     logging.warning(
-      "checkpoint of epoch %d is deleted: %s; falling back to the previous one", step, why
+      "checkpoint at epoch %d %s; deleting it and falling back to the previous one",
+      step,
+      why,
     )
     manager.delete(step)
   return None, None
