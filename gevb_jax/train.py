@@ -219,6 +219,12 @@ def train_and_evaluate(config, workdir):
     return _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch)
 
 
+def _evaluates(epoch, config):
+  """Whether a run evaluates after ``epoch`` epochs: at 0, every ``eval_every`` and
+  at the end."""
+  return epoch == 0 or epoch % config.eval_every == 0 or epoch == config.num_epochs
+
+
 def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
   """The run itself, in a claimed and locked workdir."""
   variables = net.init(jax.random.key(config.seed))
@@ -230,9 +236,7 @@ def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
   manager = run_folder.checkpoint_manager(workdir, keep_period=config.eval_every)
   epoch, restored = run_folder.restore(manager, state)
   history = run_folder.read_metrics(workdir, last_epoch=-1 if epoch is None else epoch)
-  writer = run_folder.MetricWriter(workdir, history)
   if restored is not None:
-    state = restored
     print(f"resumed {workdir} from epoch {epoch}", flush=True)
 
   replicated = NamedSharding(mesh, P())
@@ -249,7 +253,8 @@ def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
   wall0 = time.time() - (history[-1]["wall_time_s"] if history else 0.0)
   steps_per_epoch = len(ds.train_x) // config.batch_size
 
-  def log_eval(epoch):
+  def make_row(epoch, state):
+    """The evaluation of ``state`` after ``epoch`` epochs, as a metrics row."""
     variables = {"params": state["params"], "fixed": state["fixed"]}
     train_error, train_loss = evaluate(
       eval_step, variables, ds.train_x, ds.train_y, eval_batch, mesh
@@ -275,6 +280,24 @@ def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
           net, variables, probe[0], batch_size=probe_batch
         )
         row["eq15_relative_std"] = metrics.eq15_prediction(net, variables)
+    return row
+
+  if restored is not None:
+    # Checkpoints win over metrics.jsonl: evaluations it lost or that a damaged line
+    # took are made again from the checkpoints kept at evaluation epochs.
+    present = {row["epoch"] for row in history}
+    for e in range(epoch + 1):
+      if _evaluates(e, config) and e not in present:
+        kept = restored if e == epoch else run_folder.restore_step(manager, e, state)
+        if kept is not None:
+          history.append(make_row(e, kept))
+          print(f"rebuilt the evaluation of epoch {e} from its checkpoint", flush=True)
+    history.sort(key=lambda row: row["epoch"])
+    state = jax.device_put(restored, replicated)
+  writer = run_folder.MetricWriter(workdir, history)
+
+  def log_eval(epoch):
+    row = make_row(epoch, state)
     writer.write(row)
     print(_eval_line(row), flush=True)
     return row
@@ -285,7 +308,7 @@ def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
     epoch = 0
   elif history:
     last = history[-1]
-  else:  # Checkpoints win over a lost or emptied metrics.jsonl: evaluate again.
+  else:  # No evaluation survives and none can be rebuilt: evaluate now.
     last = log_eval(epoch)
   stopped_early = config.stop_at_zero_train_error and last["train_error"] == 0
   show = config.progress and sys.stderr.isatty()
@@ -301,7 +324,7 @@ def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
         f"({float(loss_sum)}); the checkpoint of epoch {epoch - 1} "
         "is kept"
       )
-    if epoch % config.eval_every == 0 or epoch == config.num_epochs:
+    if _evaluates(epoch, config):
       last = log_eval(epoch)
       stopped_early = config.stop_at_zero_train_error and last["train_error"] == 0
     run_folder.save(manager, epoch, state)

@@ -309,6 +309,17 @@ def _why_corrupt(manager, step, state):
   return None
 
 
+def restore_step(manager, step, abstract_state):
+  """The checkpoint of epoch ``step`` if it exists and is sound, else None (kept)."""
+  if step not in manager.all_steps():
+    return None
+  try:
+    state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+  except Exception:  # pylint: disable=broad-except
+    return None
+  return None if _why_corrupt(manager, step, state) else state
+
+
 def restore(manager, abstract_state):
   """Latest sound checkpoint ``(epoch, state)``, falling back past unreadable,
   non-finite or checksum-failing ones (each deleted, with a one-line warning);

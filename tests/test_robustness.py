@@ -10,6 +10,8 @@ import time
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from tensorboardX.proto import event_pb2
 
 from configs import default as default_config
@@ -145,17 +147,28 @@ def test_a_garbage_metrics_line_is_skipped_and_every_good_row_kept(finished, tmp
   assert run_folder.read_metrics(workdir) == rows
 
 
-@pytest.mark.parametrize("damage", ["deleted", "emptied"])
+def _without_wall_time(rows):
+  return [{k: v for k, v in row.items() if k != "wall_time_s"} for row in rows]
+
+
+@pytest.mark.parametrize("damage", ["deleted", "emptied", "last row", "middle row"])
 def test_checkpoints_win_over_lost_metrics(finished, tmp_path, damage):
+  """Lost evaluations are made again from the checkpoints kept at evaluation epochs;
+  a damaged last row once made the summary report an earlier epoch's error."""
   workdir, (_, summary, rows) = _copy(finished, tmp_path), finished
   (workdir / run_folder.SUMMARY).unlink()
+  path = workdir / run_folder.METRICS
+  lines = path.read_text().splitlines(keepends=True)
   if damage == "deleted":
-    (workdir / run_folder.METRICS).unlink()
+    path.unlink()
+  elif damage == "emptied":
+    path.write_text("")
   else:
-    (workdir / run_folder.METRICS).write_text("")
-  result = train.train_and_evaluate(_config(), str(workdir))
-  assert result["final_test_error"] == summary["final_test_error"]
-  assert [r["epoch"] for r in run_folder.read_metrics(workdir)] == [rows[-1]["epoch"]]
+    index = -1 if damage == "last row" else 1
+    lines[index] = lines[index][:20] + "#" + lines[index][21:]
+    path.write_text("".join(lines))
+  assert train.train_and_evaluate(_config(), str(workdir)) == summary
+  assert _without_wall_time(run_folder.read_metrics(workdir)) == _without_wall_time(rows)
 
 
 def _manager(tmp_path):
@@ -263,3 +276,80 @@ def test_sigterm_ends_with_one_line_after_a_safe_checkpoint(tmp_path):
   steps = run_folder.checkpoint_manager(str(workdir), 1).all_steps()
   assert max(steps) >= 2
   assert sorted(os.listdir(workdir / run_folder.CHECKSUMS)) == sorted(map(str, steps))
+
+
+RUN_FILES = [run_folder.CONFIG, run_folder.METRICS, run_folder.SUMMARY]
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_garbage_in_any_run_file_is_recovered_or_refused_in_one_line(
+  finished, tmp_path_factory, data
+):
+  """No traceback, nothing good lost: the right result, or a one-line refusal."""
+  workdir = _copy(finished, tmp_path_factory.mktemp("garbage"))
+  (_, summary, rows) = finished
+  candidates = RUN_FILES + sorted(
+    str(p.relative_to(workdir))
+    for folder in (run_folder.CHECKPOINTS, run_folder.CHECKSUMS)
+    for p in (workdir / folder).rglob("*")
+    if p.is_file()
+  )
+  target = workdir / data.draw(st.sampled_from(candidates), label="file")
+  raw = target.read_bytes()
+  offset = data.draw(st.integers(0, max(len(raw) - 1, 0)), label="offset")
+  if data.draw(st.booleans(), label="truncate"):
+    target.write_bytes(raw[:offset])
+  else:
+    target.write_bytes(raw[:offset] + b"\x00\xffGARBAGE" + raw[offset:])
+  try:
+    result = train.train_and_evaluate(_config(), str(workdir))
+  except ValueError as err:  # ConfigError, WorkdirError, DataError: a refusal.
+    assert "\n" not in str(err)
+    assert target.name == run_folder.CONFIG, f"refused after damage to {target}: {err}"
+    return
+  assert result == summary
+  assert _without_wall_time(run_folder.read_metrics(workdir)) == _without_wall_time(rows)
+
+
+@pytest.mark.parametrize("vectorized,rule", [(True, "gevb"), (False, "dfa")])
+def test_random_sigkills_then_resume_is_bit_identical(tmp_path, vectorized, rule):
+  overrides = {
+    "num_epochs": 8,
+    "eval_every": 2,
+    "model.vectorized": vectorized,
+    "rule": rule,
+  }
+  reference = train.train_and_evaluate(_config(**overrides), str(tmp_path / "reference"))
+  workdir = tmp_path / "killed"
+  cmd = [
+    sys.executable,
+    "-m",
+    "gevb_jax.main",
+    "--config=configs/default.py",
+    f"--workdir={workdir}",
+    "--config.progress=False",
+    "--config.stop_at_zero_train_error=False",
+    "--config.metrics.alignment_examples=32",
+    "--config.model.widths=(64,32)",
+    *(f"--config.{key}={value}" for key, value in overrides.items()),
+  ]
+  delays = np.random.default_rng(int(vectorized)).uniform(2.0, 6.0, size=3)
+  for delay in delays:
+    proc = subprocess.Popen(
+      cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  assert run_folder.read_summary(workdir) == reference
+  assert _without_wall_time(run_folder.read_metrics(workdir)) == _without_wall_time(
+    run_folder.read_metrics(tmp_path / "reference")
+  )
+  # Equal checksums of the final checkpoints: bit-identical parameters and Adam state.
+  final = str(reference["epochs_run"])
+  assert (workdir / run_folder.CHECKSUMS / final).read_text() == (
+    tmp_path / "reference" / run_folder.CHECKSUMS / final
+  ).read_text()
