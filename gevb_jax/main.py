@@ -4,6 +4,7 @@
       [--config.model.arch=conv --config.rule=bp ...]
 """
 
+import os
 import signal
 import sys
 
@@ -48,13 +49,17 @@ def _interrupt(signum, frame):
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  if not FLAGS["verbosity"].present:  # Library INFO logs only when asked for.
+  if not FLAGS["verbosity"].present:  # Library logs only when asked for.
     logging.set_verbosity(logging.WARNING)
+    # orbax logs its own failures with tracebacks; the error line below says it all.
+    logging.get_absl_handler().addFilter(
+      lambda record: f"{os.sep}orbax{os.sep}" not in record.pathname
+    )
   logging.info("config:\n%s", FLAGS.config)
   signal.signal(signal.SIGTERM, _interrupt)  # Ends like Ctrl-C.
   try:
     summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (train.TrainingError, data.DataError, ValueError) as err:
+  except (train.TrainingError, data.DataError, ValueError, OSError) as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
   except KeyboardInterrupt:
