@@ -17,6 +17,7 @@ from tensorboardX.proto import event_pb2
 from configs import default as default_config
 from gevb_jax import config_check, data, train
 from gevb_jax import workdir as run_folder
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -28,13 +29,7 @@ def _config(**overrides):
   config.progress = False
   config.model.widths = (64, 32)
   config.metrics.alignment_examples = 32
-  for key, value in overrides.items():
-    target = config
-    *path, leaf = key.split(".")
-    for part in path:
-      target = target[part]
-    target[leaf] = value
-  return config
+  return helpers.override(config, **overrides)
 
 
 @pytest.fixture(scope="module")

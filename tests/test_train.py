@@ -17,6 +17,7 @@ import gevb_jax
 from configs import default as default_config
 from gevb_jax import clusters, data, metrics, train
 from gevb_jax import workdir as run_folder
+from tests import helpers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FASHION = "/usr/share/datasets/fashion-mnist"
@@ -29,13 +30,7 @@ def _config(**overrides):
   config.eval_every = 1
   config.progress = False
   config.metrics.alignment_examples = 32
-  for key, value in overrides.items():
-    target = config
-    *path, leaf = key.split(".")
-    for part in path:
-      target = target[part]
-    target[leaf] = value
-  return config
+  return helpers.override(config, **overrides)
 
 
 def _cli(workdir, *flags, env=None, **kwargs):
