@@ -43,6 +43,7 @@ def check_config(config):
   for field in ("batch_size", "eval_batch_size", "eval_every", "memory_budget_mb"):
     _integer(config, field, 1)
   _integer(config, "num_epochs", 0)
+  _integer(config, "steps_per_call", 0)
   _integer(config, "seed", 0, 2**32 - 1)
   _integer(config, "metrics.alignment_examples", 1)
   _integer(config, "metrics.tsne_examples", 0)

@@ -36,14 +36,8 @@ class TrainingError(RuntimeError):
 # --- Steps ---------------------------------------------------------------------
 
 
-def make_train_step(net, tx, rule, mesh):
-  """Jitted step ``(state, x_all, y_all, idx) -> (state, loss)``.
-
-  The dataset lives on the devices; ``idx`` (the batch's indices) is sharded over
-  the mesh's "data" axis and so is the gathered batch, while parameters and optimizer
-  state are replicated: XLA inserts the gradient all-reduce.
-  """
-  replicated = NamedSharding(mesh, P())
+def _step(net, tx, rule, mesh):
+  """One training step ``(state, x_all, y_all, idx) -> (state, loss)``, not jitted."""
 
   def step(state, x_all, y_all, idx):
     x, y = x_all[idx], y_all[idx]
@@ -54,20 +48,56 @@ def make_train_step(net, tx, rule, mesh):
     params = optax.apply_updates(state["params"], updates)
     return {**state, "params": params, "opt_state": opt_state}, loss
 
-  return jax.jit(step, donate_argnums=0, out_shardings=(replicated, replicated))
+  return step
 
 
-def run_epoch(train_step, state, x_all, y_all, batches, mesh, progress=False, desc=""):
-  """Runs ``train_step`` over ``batches`` (indices, ``(steps, batch)``).
+def make_train_step(net, tx, rule, mesh):
+  """Jitted step ``(state, x_all, y_all, idx) -> (state, loss)``.
+
+  The dataset lives on the devices; ``idx`` (the batch's indices) is sharded over
+  the mesh's "data" axis and so is the gathered batch, while parameters and optimizer
+  state are replicated: XLA inserts the gradient all-reduce.
+  """
+  replicated = NamedSharding(mesh, P())
+  return jax.jit(
+    _step(net, tx, rule, mesh), donate_argnums=0, out_shardings=(replicated, replicated)
+  )
+
+
+def make_train_chunk(net, tx, rule, mesh):
+  """Jitted ``(state, loss_sum, x_all, y_all, idx) -> (state, loss_sum)``: the steps
+  of ``make_train_step`` over the rows of ``idx`` ``(steps, batch)`` as one
+  ``lax.scan``, adding each step's loss to ``loss_sum`` in order. One call runs many
+  steps, so the host dispatches once per chunk instead of once per step."""
+  replicated = NamedSharding(mesh, P())
+  step = _step(net, tx, rule, mesh)
+
+  def chunk(state, loss_sum, x_all, y_all, idx):
+    def body(carry, idx_row):
+      state, loss_sum = carry
+      state, loss = step(state, x_all, y_all, idx_row)
+      return (state, loss_sum + loss), None
+
+    return jax.lax.scan(body, (state, loss_sum), idx)[0]
+
+  return jax.jit(chunk, donate_argnums=(0, 1), out_shardings=(replicated, replicated))
+
+
+def run_epoch(
+  train_chunk, state, x_all, y_all, batches, mesh, steps_per_call, progress=False, desc=""
+):
+  """Runs ``train_chunk`` over ``batches`` (indices, ``(steps, batch)``), up to
+  ``steps_per_call`` steps per call (0: the whole epoch in one call).
 
   Returns the new state and the summed loss, still on the device. Without
-  ``progress`` nothing here waits for a step, so the host stays ahead of the devices.
-  With it, a tqdm bar counts examples per second: each step then waits for the one
-  before, so that the bar moves with the computation, not with the dispatch, while
-  the host still prepares step n + 1 as the devices run step n.
+  ``progress`` nothing here waits for the devices. With it, a tqdm bar counts
+  examples per second, moving once per chunk: each chunk then waits for the one
+  before, so that the bar follows the computation, not the dispatch.
   """
-  sharding = NamedSharding(mesh, P("data"))
-  loss_sum, previous = 0.0, None
+  sharding = NamedSharding(mesh, P(None, "data"))
+  size = steps_per_call or len(batches)
+  loss_sum = jnp.zeros((), jnp.float32)
+  previous = None
   with tqdm.tqdm(
     total=batches.size,
     desc=desc,
@@ -76,14 +106,14 @@ def run_epoch(train_step, state, x_all, y_all, batches, mesh, progress=False, de
     unit="ex",
     unit_scale=True,
   ) as bar:
-    for idx in batches:
-      state, loss = train_step(state, x_all, y_all, jax.device_put(idx, sharding))
-      loss_sum = loss_sum + loss
+    for start in range(0, len(batches), size):
+      idx = jax.device_put(batches[start : start + size], sharding)
+      state, loss_sum = train_chunk(state, loss_sum, x_all, y_all, idx)
       if progress:
         if previous is not None:
-          previous.block_until_ready()
-          bar.update(len(idx))
-        previous = loss
+          previous[0].block_until_ready()
+          bar.update(previous[1])
+        previous = (loss_sum, idx.size)
     bar.update(bar.total - bar.n)
   return state, loss_sum
 
@@ -242,7 +272,7 @@ def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
   replicated = NamedSharding(mesh, P())
   state = jax.device_put(state, replicated)
   x_all, y_all = jax.device_put((ds.train_x, ds.train_y), replicated)
-  train_step = make_train_step(net, tx, config.rule, mesh)
+  train_chunk = make_train_chunk(net, tx, config.rule, mesh)
   eval_step = make_eval_step(net, mesh)
   # The released analysis measures alignment on the first training batch in stored
   # order (alignment_and_concentration_viz.ipynb, cell 1: shuffle_train=False).
@@ -316,7 +346,15 @@ def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
     epoch += 1
     batches = data.batch_indices(len(ds.train_x), config.batch_size, config.seed, epoch)
     state, loss_sum = run_epoch(
-      train_step, state, x_all, y_all, batches, mesh, progress=show, desc=f"epoch {epoch}"
+      train_chunk,
+      state,
+      x_all,
+      y_all,
+      batches,
+      mesh,
+      config.steps_per_call,
+      progress=show,
+      desc=f"epoch {epoch}",
     )
     if not math.isfinite(float(loss_sum)):
       raise TrainingError(

@@ -39,11 +39,13 @@ CHECKSUMS = "checksums"
 
 # Config sections or single fields that do not change what a run computes: a
 # workdir's run may go on under other values of these. Where data sets are cached or
-# fetched from is not identity: their checksums are.
+# fetched from is not identity: their checksums are. Nor is how many steps one
+# compiled call runs (tests/test_train.py pins that).
 NOT_IDENTITY = (
   "progress",
   "overwrite",
   "memory_budget_mb",
+  "steps_per_call",
   "data.cache_dir",
   "data.mirror",
 )
