@@ -246,15 +246,9 @@ def test_report_skips_a_damaged_run_naming_it(tmp_path, finished):
 
 def test_sigterm_ends_with_one_line_after_a_safe_checkpoint(tmp_path):
   workdir = tmp_path / "run"
-  cmd = [
-    sys.executable,
-    "-m",
-    "gevb_jax.main",
-    "--config=configs/default.py",
-    f"--workdir={workdir}",
-    "--config.num_epochs=200",
-    "--config.stop_at_zero_train_error=False",
-  ]
+  cmd = helpers.trainer_command(
+    workdir, "--config.num_epochs=200", "--config.stop_at_zero_train_error=False"
+  )
   proc = subprocess.Popen(
     cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
   )
@@ -317,18 +311,13 @@ def test_random_sigkills_then_resume_is_bit_identical(tmp_path, vectorized, rule
   }
   reference = train.train_and_evaluate(_config(**overrides), str(tmp_path / "reference"))
   workdir = tmp_path / "killed"
-  cmd = [
-    sys.executable,
-    "-m",
-    "gevb_jax.main",
-    "--config=configs/default.py",
-    f"--workdir={workdir}",
-    "--config.progress=False",
+  cmd = helpers.trainer_command(
+    workdir,
     "--config.stop_at_zero_train_error=False",
     "--config.metrics.alignment_examples=32",
     "--config.model.widths=(64,32)",
     *(f"--config.{key}={value}" for key, value in overrides.items()),
-  ]
+  )
   delays = np.random.default_rng(int(vectorized)).uniform(2.0, 6.0, size=3)
   for delay in delays:
     proc = subprocess.Popen(

@@ -5,7 +5,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import jax
@@ -34,15 +33,7 @@ def _config(**overrides):
 
 
 def _cli(workdir, *flags, env=None, **kwargs):
-  cmd = [
-    sys.executable,
-    "-m",
-    "gevb_jax.main",
-    "--config=configs/default.py",
-    f"--workdir={workdir}",
-    "--config.progress=False",
-    *flags,
-  ]
+  cmd = helpers.trainer_command(workdir, *flags)
   return subprocess.run(
     cmd,
     cwd=ROOT,
@@ -258,15 +249,7 @@ def test_sigkill_mid_training_then_resume_is_bit_identical(tmp_path):
   ]
   reference, resumed = tmp_path / "reference", tmp_path / "resumed"
   assert _cli(reference, *flags).returncode == 0
-  cmd = [
-    sys.executable,
-    "-m",
-    "gevb_jax.main",
-    "--config=configs/default.py",
-    f"--workdir={resumed}",
-    "--config.progress=False",
-    *flags,
-  ]
+  cmd = helpers.trainer_command(resumed, *flags)
   proc = subprocess.Popen(
     cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
   )
