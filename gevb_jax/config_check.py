@@ -115,7 +115,8 @@ def check_workdir(workdir):
   try:
     with tempfile.TemporaryFile(dir=existing):
       pass
-    free = os.statvfs(existing).f_bavail * os.statvfs(existing).f_frsize
+    disk = os.statvfs(existing)
+    free = disk.f_bavail * disk.f_frsize
   except OSError as err:
     raise ConfigError(
       f"workdir {workdir}: cannot write in {existing} ({err.strerror or err})"

@@ -188,11 +188,6 @@ def _scale_uint8(images):
   return images.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
-def _one_line(error):
-  """Formats an exception as a single line."""
-  return " ".join(f"{type(error).__name__}: {error}".split())
-
-
 def _checked_labels(labels, num_images, num_classes, where):
   """Validates labels against their images and returns them as int32."""
   labels = np.asarray(labels)
@@ -266,7 +261,7 @@ def _read_idx(path, magic):
     with (gzip.open if path.endswith(".gz") else open)(path, "rb") as f:
       raw = f.read()
   except (OSError, EOFError, zlib.error) as e:
-    raise DataError(f"{path}: cannot read ({_one_line(e)})") from e
+    raise DataError(f"{path}: cannot read ({download.one_line(e)})") from e
   found = int.from_bytes(raw[:4], "big")
   if found != magic:
     raise DataError(f"{path}: magic number {found:#010x}, expected {magic:#010x}")
@@ -324,7 +319,9 @@ def _read_cifar_archive(path):
         if member and info.isfile():
           raw[member] = tar.extractfile(info).read()
   except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
-    raise DataError(f"{path}: not a readable CIFAR-10 archive ({_one_line(e)})") from e
+    raise DataError(
+      f"{path}: not a readable CIFAR-10 archive ({download.one_line(e)})"
+    ) from e
   for name, member in wanted.items():
     if member not in raw:
       raise DataError(f"{path}: member {name} not found; {CIFAR_HINT}")
@@ -336,7 +333,7 @@ def _parse_cifar_batch(raw, where):
   try:
     batch = pickle.loads(raw, encoding="bytes")
   except Exception as e:  # Unpickling garbage can raise almost any error.
-    raise DataError(f"{where}: corrupt pickle ({_one_line(e)})") from e
+    raise DataError(f"{where}: corrupt pickle ({download.one_line(e)})") from e
   if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
     raise DataError(f"{where}: expected a dict with b'data' and b'labels'")
   data = np.asarray(batch[b"data"])

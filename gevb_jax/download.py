@@ -134,7 +134,7 @@ def fetch(name, cache_dir="", mirror=""):
   except OSError as e:
     raise DownloadError(
       f"cannot create cache directory {directory} "
-      f"({_one_line(e)}); set data.cache_dir or "
+      f"({one_line(e)}); set data.cache_dir or "
       f"${CACHE_ENV}"
     ) from e
   for archive in ARCHIVES[name]:
@@ -196,7 +196,7 @@ def download(url, path, archive):
   except OSError as e:
     raise DownloadError(
       f"cannot write to cache directory {directory} "
-      f"({_one_line(e)}); set data.cache_dir or "
+      f"({one_line(e)}); set data.cache_dir or "
       f"${CACHE_ENV}"
     ) from e
   try:
@@ -241,7 +241,7 @@ def _copy_url(url, out, archive, path):
         progress.update(len(chunk))
   except (OSError, http.client.HTTPException, ValueError) as e:
     raise DownloadError(
-      f"cannot download {url} ({_one_line(e)}); download it "
+      f"cannot download {url} ({one_line(e)}); download it "
       f"by hand to {path}, or point data.mirror or "
       f"${MIRROR_ENV} at a mirror that has it"
     ) from e
@@ -270,8 +270,8 @@ def _sha256_of_file(path):
   return sha256.hexdigest()
 
 
-def _one_line(error):
-  """Formats an exception as a single line."""
+def one_line(error):
+  """Formats an exception as a single line (``data`` uses it too)."""
   return " ".join(f"{type(error).__name__}: {error}".split())
 
 

@@ -157,6 +157,11 @@ def config_changes(config, workdir):
   ]
 
 
+def _recorded_pid(fd):
+  """The PID the lock's holder wrote into the lock file."""
+  return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+
+
 @contextlib.contextmanager
 def lock(workdir):
   """Holds the workdir's lock (an exclusive ``flock`` on ``lock``, which records the
@@ -171,10 +176,10 @@ def lock(workdir):
   try:
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   except BlockingIOError:
-    holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    pid = _recorded_pid(fd)
     os.close(fd)
     raise WorkdirError(
-      f"workdir {workdir} is in use by process {holder}; wait for it "
+      f"workdir {workdir} is in use by process {pid}; wait for it "
       "or stop it, then run again"
     ) from None
   try:
@@ -194,7 +199,7 @@ def holder(workdir):
   try:
     fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
   except BlockingIOError:
-    return os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+    return _recorded_pid(fd)
   finally:
     os.close(fd)
   return None

@@ -145,10 +145,14 @@ def main(argv):
 
   # A run whose workdir another process holds (a sweep started earlier, a user's
   # own run) is left to it.
-  busy = [e for e in experiments if not e.finished() and run_folder.holder(e.workdir)]
+  unfinished = [e for e in experiments if not e.finished()]
+  holders = {e: run_folder.holder(e.workdir) for e in unfinished}
+  busy = [e for e in unfinished if holders[e]]
   for e in busy:
-    print(f"busy     {e.workdir} (process {run_folder.holder(e.workdir)})")
-  pending = [e for e in experiments if not e.finished() and e not in busy]
+    print(f"busy     {e.workdir} (process {holders[e]})")
+  pending = [e for e in unfinished if not holders[e]]
+  done = len(experiments) - len(unfinished)
+  busy_note = f", {len(busy)} busy" if busy else ""
   assignments = [(e, devices[i % len(devices)]) for i, e in enumerate(pending)]
   if FLAGS["dry-run"].value:
     if FLAGS.backend == "slurm":
@@ -156,18 +160,18 @@ def main(argv):
     else:
       slots = {e: d if d == local.CPU else f"gpu{d}" for e, d in assignments}
     for e in experiments:
+      status = "pending" if e in slots else "busy" if e in busy else "done"
       print(
-        f"{'pending' if e in slots else 'done':7}  "
+        f"{status:7}  "
         f"{slots.get(e, '-'):8}  "
         f"{shlex.join(e.command(FLAGS.trainer_module))}"
       )
     print(
-      f"{len(experiments)} experiments: {len(pending)} pending, "
-      f"{len(experiments) - len(pending)} done"
+      f"{len(experiments)} experiments: {len(pending)} pending, {done} done{busy_note}"
     )
     return 0
   if not pending:
-    print(f"All {len(experiments)} experiments are done; nothing to run.")
+    print(f"Nothing to run: {done} of {len(experiments)} experiments done{busy_note}.")
     return 0
 
   if FLAGS.backend == "slurm":
@@ -181,8 +185,7 @@ def main(argv):
       max_parallel=FLAGS.slurm_max_parallel,
     )
     print(
-      f"Wrote {script} for {len(pending)} pending experiments "
-      f"({len(experiments) - len(pending)} done)."
+      f"Wrote {script} for {len(pending)} pending experiments ({done} done{busy_note})."
     )
     if not FLAGS.submit:
       return 0
@@ -204,7 +207,7 @@ def main(argv):
   failed = [e for e in pending if codes[e] != 0 or not e.finished()]
   print(
     f"{len(pending) - len(failed)} done, {len(failed)} failed, "
-    f"{len(experiments) - len(pending)} skipped (already done)."
+    f"{done} skipped (already done){busy_note}."
   )
   for e in failed:
     reason = f"exit code {codes[e]}" if codes[e] else "exit code 0 but no summary.json"

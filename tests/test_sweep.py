@@ -431,4 +431,5 @@ def test_a_run_whose_workdir_another_process_holds_is_not_started(cwd):
   assert result.returncode == 0, result.stderr
   assert f"busy     {jobs[0].workdir} (process {os.getpid()})" in result.stdout
   assert calls(held) == []
+  assert "3 done, 0 failed, 0 skipped (already done), 1 busy." in result.stdout
   assert all(len(calls(cwd / job.workdir)) == 1 for job in jobs[1:])

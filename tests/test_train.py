@@ -438,8 +438,7 @@ def test_memory_budget_sizes_evaluation_and_alignment_batches(tmp_path):
 def test_steps_per_call_leaves_the_result_bit_identical_to_one_step_per_call():
   """An epoch as one lax.scan, as chunks with a remainder, or one jitted step at a
   time: the same parameters to the bit (FC; a conv VNN differs by float rounding)."""
-  config = _config(**{"model.widths": (64, 32)})
-  ds = data.load_dataset(config.data)
+  ds = data.load_dataset(_config().data)
   net = gevb_jax.make_network(
     "fc",
     input_shape=(8, 8, 1),
