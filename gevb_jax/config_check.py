@@ -40,11 +40,17 @@ def _integer(config, field, low, high=None):
 def check_config(config):
   """Ranges of the fields that need no data (``make_network`` and
   ``rules.check_rule`` check the architecture and the rule)."""
-  for field in ("batch_size", "eval_batch_size", "eval_every", "memory_budget_mb"):
+  for field in (
+    "batch_size",
+    "eval_batch_size",
+    "eval_every",
+    "memory_budget_mb",
+    "num_seeds",
+  ):
     _integer(config, field, 1)
   _integer(config, "num_epochs", 0)
   _integer(config, "steps_per_call", 0)
-  _integer(config, "seed", 0, 2**32 - 1)
+  _integer(config, "seed", 0, 2**32 - config.num_seeds)
   _integer(config, "metrics.alignment_examples", 1)
   _integer(config, "metrics.tsne_examples", 0)
   _integer(config, "metrics.tsne_iters", 1)

@@ -27,6 +27,7 @@ def base_config():
 
   config.rule = "gevb"  # one of grid.RULES[kind] for the network's kind
   config.seed = 0
+  config.num_seeds = 1  # > 1: seeds seed, ..., seed + num_seeds - 1 in one program
   config.num_epochs = 190
   config.eval_every = 10
   config.batch_size = 128

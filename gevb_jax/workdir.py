@@ -12,6 +12,10 @@ A workdir holds
   summary.json      written last: a run with a summary is finished;
   log.txt           a sweep's record of the run's console output;
   lock              the PID of the process that runs in it, while it runs.
+
+A run of several seeds in one program (``config.num_seeds`` > 1) writes one such
+workdir per seed, ``<workdir>/seed_<s>`` (``seed_dir``), each exactly the folder a
+run of that seed alone would write there: either can resume the other.
 """
 
 import contextlib
@@ -46,6 +50,7 @@ NOT_IDENTITY = (
   "overwrite",
   "memory_budget_mb",
   "steps_per_call",
+  "num_seeds",
   "data.cache_dir",
   "data.mirror",
 )
@@ -53,6 +58,11 @@ NOT_IDENTITY = (
 
 class WorkdirError(ValueError):
   """A workdir's file cannot be read, or the workdir belongs to another run."""
+
+
+def seed_dir(workdir, seed):
+  """The run folder of ``seed`` in the workdir of a run of several seeds."""
+  return os.path.join(workdir, f"seed_{seed}")
 
 
 def _path(workdir, name):
