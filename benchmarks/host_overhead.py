@@ -3,9 +3,9 @@
   python benchmarks/host_overhead.py [--data=fashion_mnist] [--epochs=2] [--arch=fc]
       [--rule=gevb]
 
-Runs whole epochs through ``train.run_epoch`` (shuffled index batches, host-to-device
-transfer, progress bookkeeping), then the same number of steps with one batch already
-on the device, waiting for each; prints both and the loop's overhead.
+Runs whole epochs through ``train.run_epoch`` (index batches drawn on the device,
+chunk dispatch, progress bookkeeping), then the same number of steps with one batch
+already on the device, waiting for each; prints both and the loop's overhead.
 """
 
 import importlib.util
@@ -13,6 +13,7 @@ import pathlib
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -53,27 +54,32 @@ def main(argv):
   tx = gevb_jax.make_optimizer(net)
   variables = net.init(jax.random.key(0))
   state = {**variables, "opt_state": tx.init(variables["params"])}
-  mesh = train.data_mesh()
+  mesh = train.make_mesh()
   x_all, y_all = jax.device_put((ds.train_x, ds.train_y))
   step = train.make_train_step(net, tx, FLAGS.rule, mesh)
   chunk = train.make_train_chunk(net, tx, FLAGS.rule, mesh)
+  draw = train.make_batch_indices(len(ds.train_x), config.batch_size, mesh)
   k = FLAGS.steps_per_call
-  batches = [
-    data.batch_indices(len(ds.train_x), config.batch_size, 0, e)
-    for e in range(FLAGS.epochs + 1)
-  ]
-  for warm_up in (batches[0][: k or len(batches[0])], batches[0]):  # Compile.
-    state, _ = train.run_epoch(chunk, state, x_all, y_all, warm_up, mesh, k)
-  jax.block_until_ready(state)
+  one_seed = jax.tree.map(lambda v: v[None], state)
+
+  def batches(epoch):  # (steps, 1 seed, batch), drawn on the device as the trainer does
+    return draw(jnp.zeros(1, jnp.uint32), jnp.full(1, epoch, jnp.int32))
+
+  warm = batches(0)
+  for warm_up in (warm[: k or len(warm)], warm):  # Compile.
+    one_seed, _ = train.run_epoch(chunk, one_seed, [True], x_all, y_all, warm_up, k)
+  jax.block_until_ready(one_seed)
 
   start = time.perf_counter()
   for epoch in range(1, FLAGS.epochs + 1):
-    state, loss = train.run_epoch(chunk, state, x_all, y_all, batches[epoch], mesh, k)
-    float(loss)
+    one_seed, loss = train.run_epoch(
+      chunk, one_seed, [True], x_all, y_all, batches(epoch), k
+    )
+    float(loss[0])
   loop = time.perf_counter() - start
 
-  idx = jax.device_put(batches[0][0])
-  steps = sum(len(b) for b in batches[1:])
+  idx = warm[0, 0]
+  steps = len(warm) * FLAGS.epochs
   times = []
   for _ in range(steps):
     t = time.perf_counter()

@@ -40,7 +40,7 @@ def measure(name, budget_mb):
   )
   config = defaults.base_config()
   config.memory_budget_mb = budget_mb
-  mesh = train.data_mesh()
+  mesh = train.make_mesh()
   eval_batch, probe_batch = train.memory_bounded_batches(net, config, mesh.size)
   variables = net.init(jax.random.key(0))
   tx = gevb_jax.make_optimizer(net)

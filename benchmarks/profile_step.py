@@ -136,7 +136,7 @@ def main(argv):
   x = jax.random.uniform(jax.random.key(1), (FLAGS.batch, *shape), minval=-1, maxval=1)
   y = jax.random.randint(jax.random.key(2), (FLAGS.batch,), 0, 10)
   idx = jnp.arange(FLAGS.batch)
-  step = train.make_train_step(net, tx, FLAGS.rule, train.data_mesh())
+  step = train.make_train_step(net, tx, FLAGS.rule, train.make_mesh())
   for _ in range(2):  # Compile, then settle the donated state's layout.
     state, loss = step(state, x, y, idx)
     jax.block_until_ready(loss)

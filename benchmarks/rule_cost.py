@@ -40,7 +40,7 @@ def interleaved(dataset, arch, batch, rounds):
   x = jax.random.uniform(jax.random.key(1), (batch, *shape), minval=-1.0, maxval=1.0)
   y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
   idx = jnp.arange(batch)
-  mesh = train.data_mesh()
+  mesh = train.make_mesh()
   steps = {
     "gevb": train.make_train_step(net, tx, "gevb", mesh),
     "bp": train.make_train_step(net, tx, "bp", mesh),

@@ -126,7 +126,7 @@ def bench(dataset, arch, vectorized, rule, batch, iters):
       jnp.array, {"params": params, "fixed": fixed, "opt_state": tx.init(params)}
     )
 
-  mesh = train.data_mesh()
+  mesh = train.make_mesh()
   t_step = timed_steps(
     train.make_train_step(net, tx, rule, mesh), fresh_state(), x, y, idx, iters
   )

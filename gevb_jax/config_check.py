@@ -93,18 +93,19 @@ def check_memory(net, config, ds):
   shapes = jax.eval_shape(net.init, jax.random.key(0))
   weights = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes))
   need = (
-    STATE_COPIES * 4 * weights
+    STATE_COPIES * 4 * weights * config.num_seeds
     + ds.train_x.nbytes
     + ds.test_x.nbytes
     + config.memory_budget_mb * 2**20
   )
   have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  seeds = f", for {config.num_seeds} seeds at once" if config.num_seeds > 1 else ""
   if need > MEMORY_SHARE * have:
     _fail(
       "model.widths",
       config.model.widths,
       f"the run would hold about {need / 2**30:.1f} GiB ({weights:,} weights with "
-      f"their optimizer state); this machine has {have / 2**30:.1f} GiB",
+      f"their optimizer state{seeds}); this machine has {have / 2**30:.1f} GiB",
     )
 
 

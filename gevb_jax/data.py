@@ -27,6 +27,8 @@ import tarfile
 import zlib
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
 from gevb_jax import download
@@ -130,28 +132,22 @@ def load_dataset(cfg):
 
 
 def epoch_permutation(num_examples, seed, epoch):
-  """Returns the shuffled example order for one epoch.
+  """Returns the shuffled example order for one epoch, drawn with ``jax.random``.
 
   The order depends only on (seed, epoch), so a resumed run replays the same
-  epochs.
+  epochs. ``seed`` and ``epoch`` may be traced (``jax.jit``, ``jax.vmap``): the
+  trainer draws every seed's order on the devices.
 
   Args:
     num_examples: size of the dataset.
-    seed: non-negative run seed.
+    seed: run seed in [0, 2**32).
     epoch: non-negative epoch index.
 
   Returns:
-    An int64 permutation of range(num_examples).
-
-  Raises:
-    DataError: if any argument is negative.
+    An int32 permutation of range(num_examples).
   """
-  if min(num_examples, seed, epoch) < 0:
-    raise DataError(
-      f"num_examples ({num_examples}), seed ({seed}) and epoch "
-      f"({epoch}) must be non-negative"
-    )
-  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+  key = jax.random.fold_in(jax.random.key(jnp.uint32(seed)), epoch)
+  return jax.random.permutation(key, num_examples)
 
 
 def batch_indices(num_examples, batch_size, seed, epoch):
@@ -159,16 +155,16 @@ def batch_indices(num_examples, batch_size, seed, epoch):
 
   The last partial batch is dropped, so every batch has the same shape and
   the training step compiles once; a different permutation each epoch means
-  no example is dropped every time.
+  no example is dropped every time. Traceable in ``seed`` and ``epoch``.
 
   Args:
     num_examples: size of the dataset.
     batch_size: examples per batch.
-    seed: non-negative run seed.
+    seed: run seed in [0, 2**32).
     epoch: non-negative epoch index.
 
   Returns:
-    An int64 array of shape (num_examples // batch_size, batch_size).
+    An int32 array of shape (num_examples // batch_size, batch_size).
 
   Raises:
     DataError: if batch_size is not in [1, num_examples].

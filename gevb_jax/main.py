@@ -58,7 +58,7 @@ def main(argv):
   logging.info("config:\n%s", FLAGS.config)
   signal.signal(signal.SIGTERM, _interrupt)  # Ends like Ctrl-C.
   try:
-    summary = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    summaries = train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   except (train.TrainingError, data.DataError, ValueError, OSError) as err:
     print(f"error: {err}", file=sys.stderr)
     sys.exit(1)
@@ -68,10 +68,14 @@ def main(argv):
       file=sys.stderr,
     )
     sys.exit(130)
-  print(
-    f"final test error {summary['final_test_error']:.4f}, train error "
-    f"{summary['final_train_error']:.4f} after {summary['epochs_run']} epochs"
-  )
+  if FLAGS.config.num_seeds == 1:
+    summaries = [summaries]
+  for seed, summary in enumerate(summaries, FLAGS.config.seed):
+    print(
+      f"{f'seed {seed}: ' * (len(summaries) > 1)}final test error "
+      f"{summary['final_test_error']:.4f}, train error "
+      f"{summary['final_train_error']:.4f} after {summary['epochs_run']} epochs"
+    )
 
 
 if __name__ == "__main__":

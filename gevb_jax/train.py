@@ -11,6 +11,9 @@ state is checkpointed at epoch ends, so a run killed at any moment and rerun end
 with the same parameters and metrics as one that never stopped.
 """
 
+import contextlib
+import dataclasses
+import functools
 import math
 import os
 import sys
@@ -18,6 +21,7 @@ import time
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import tqdm
@@ -36,6 +40,41 @@ class TrainingError(RuntimeError):
 # --- Steps ---------------------------------------------------------------------
 
 
+def make_mesh(num_seeds=1):
+  """A 2-d mesh over every local device: seeds are split along its "seeds" axis,
+  which takes as many devices as divide both counts, and each seed's batches along
+  the "data" axis, which takes the rest."""
+  devices = np.array(jax.devices())
+  seeds = math.gcd(len(devices), num_seeds)
+  return Mesh(devices.reshape(seeds, -1), ("seeds", "data"))
+
+
+def over_seeds(fn, num_seeds, in_axes):
+  """``fn`` over stacked seeds: the arguments with an axis in ``in_axes`` and every
+  output gain a leading seed axis ``S = num_seeds``.
+
+  Several seeds are ``jax.vmap``-ed, with the seed axis laid on the mesh's "seeds"
+  axis; one seed runs ``fn`` itself on the squeezed arguments, so that a single-seed
+  run computes exactly what an unbatched step does.
+  """
+  if num_seeds > 1:
+    return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seeds")
+
+  def single(*args):
+    args = [
+      a if axis is None else jax.tree.map(lambda v: v[0], a)
+      for a, axis in zip(args, in_axes)
+    ]
+    return jax.tree.map(lambda v: v[None], fn(*args))
+
+  return single
+
+
+def _slot(tree, slot):
+  """One seed's entries of a stacked pytree."""
+  return jax.tree.map(lambda v: v[slot], tree)
+
+
 def _step(net, tx, rule, mesh):
   """One training step ``(state, x_all, y_all, idx) -> (state, loss)``, not jitted."""
 
@@ -52,7 +91,7 @@ def _step(net, tx, rule, mesh):
 
 
 def make_train_step(net, tx, rule, mesh):
-  """Jitted step ``(state, x_all, y_all, idx) -> (state, loss)``.
+  """Jitted step ``(state, x_all, y_all, idx) -> (state, loss)`` of one seed.
 
   The dataset lives on the devices; ``idx`` (the batch's indices) is sharded over
   the mesh's "data" axis and so is the gathered batch, while parameters and optimizer
@@ -64,15 +103,34 @@ def make_train_step(net, tx, rule, mesh):
   )
 
 
-def make_train_chunk(net, tx, rule, mesh):
-  """Jitted ``(state, loss_sum, x_all, y_all, idx) -> (state, loss_sum)``: the steps
-  of ``make_train_step`` over the rows of ``idx`` ``(steps, batch)`` as one
-  ``lax.scan``, adding each step's loss to ``loss_sum`` in order. One call runs many
-  steps, so the host dispatches once per chunk instead of once per step."""
-  replicated = NamedSharding(mesh, P())
+def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
+  """Jitted ``(state, loss_sum, active, x_all, y_all, idx) -> (state, loss_sum)``.
+
+  Runs the steps of ``num_seeds`` stacked seeds over the rows of ``idx``
+  ``(steps, S, batch)`` as one ``lax.scan``, so the host dispatches once per chunk
+  instead of once per step. ``state`` and ``loss_sum`` ``(S,)`` carry a leading seed
+  axis; a seed whose ``active`` ``(S,)`` entry is False keeps its state and loss sum
+  (it has stopped, or waits for the others to catch up), and each active seed adds
+  its steps' losses to its own sum in order.
+  """
+  per_seed = NamedSharding(mesh, P("seeds"))
   step = _step(net, tx, rule, mesh)
 
-  def chunk(state, loss_sum, x_all, y_all, idx):
+  def keep_active(active, new, old):
+    return jnp.where(active.reshape(-1, *(1,) * (new.ndim - 1)), new, old)
+
+  def chunk(state, loss_sum, active, x_all, y_all, idx):
+    def body(carry, idx_row):  # idx_row: (S, batch)
+      state, loss_sum = carry
+      new, loss = jax.vmap(step, (0, None, None, 0), spmd_axis_name="seeds")(
+        state, x_all, y_all, idx_row
+      )
+      state = jax.tree.map(functools.partial(keep_active, active), new, state)
+      return (state, loss_sum + jnp.where(active, loss, 0.0)), None
+
+    return jax.lax.scan(body, (state, loss_sum), idx)[0]
+
+  def lone_steps(state, loss_sum, x_all, y_all, idx):
     def body(carry, idx_row):
       state, loss_sum = carry
       state, loss = step(state, x_all, y_all, idx_row)
@@ -80,46 +138,83 @@ def make_train_chunk(net, tx, rule, mesh):
 
     return jax.lax.scan(body, (state, loss_sum), idx)[0]
 
-  return jax.jit(chunk, donate_argnums=(0, 1), out_shardings=(replicated, replicated))
+  if num_seeds > 1:
+    return jax.jit(chunk, donate_argnums=(0, 1), out_shardings=(per_seed, per_seed))
+  replicated = NamedSharding(mesh, P())
+  lone_steps = jax.jit(
+    lone_steps, donate_argnums=(0, 1), out_shardings=(replicated, replicated)
+  )
+
+  def lone_chunk(state, loss_sum, active, x_all, y_all, idx):
+    """One seed, never frozen (its run ends when it stops), scanned unbatched: the
+    steps of ``make_train_step`` to the bit. (Squeezing the seed axis inside the
+    jitted scan lets XLA fuse a one-step scan differently, off by rounding.)"""
+    del active
+    out = lone_steps(_slot(state, 0), loss_sum[0], x_all, y_all, idx[:, 0])
+    return jax.tree.map(lambda v: v[None], out)
+
+  return lone_chunk
+
+
+def make_batch_indices(num_examples, batch_size, mesh, num_seeds=1):
+  """Jitted ``(seeds, epochs) -> idx`` ``(steps, S, batch)``: each seed's epoch of
+  ``data.batch_indices``, drawn on the devices from its (seed, epoch)."""
+  draw = over_seeds(
+    functools.partial(data.batch_indices, num_examples, batch_size), num_seeds, (0, 0)
+  )
+  return jax.jit(
+    lambda seeds, epochs: jnp.swapaxes(draw(seeds, epochs), 0, 1),
+    out_shardings=NamedSharding(mesh, P(None, "seeds", "data")),
+  )
 
 
 def run_epoch(
-  train_chunk, state, x_all, y_all, batches, mesh, steps_per_call, progress=False, desc=""
+  train_chunk,
+  state,
+  active,
+  x_all,
+  y_all,
+  batches,
+  steps_per_call,
+  progress=False,
+  desc="",
 ):
-  """Runs ``train_chunk`` over ``batches`` (indices, ``(steps, batch)``), up to
-  ``steps_per_call`` steps per call (0: the whole epoch in one call).
+  """Runs ``train_chunk`` over ``batches`` (indices, ``(steps, S, batch)``, on the
+  devices), up to ``steps_per_call`` steps per call (0: the whole epoch in one call).
 
-  Returns the new state and the summed loss, still on the device. Without
-  ``progress`` nothing here waits for the devices. With it, a tqdm bar counts
+  Returns the new state and each seed's summed loss ``(S,)``, still on the device.
+  Without ``progress`` nothing here waits for the devices. With it, a tqdm bar counts
   examples per second, moving once per chunk: each chunk then waits for the one
   before, so that the bar follows the computation, not the dispatch.
   """
-  sharding = NamedSharding(mesh, P(None, "data"))
-  size = steps_per_call or len(batches)
-  loss_sum = jnp.zeros((), jnp.float32)
+  steps = len(batches)
+  size = steps_per_call or steps
+  loss_sum = jnp.zeros(len(active), jnp.float32)
+  active = jnp.asarray(active)
   previous = None
   with tqdm.tqdm(
-    total=batches.size,
+    total=steps * batches.shape[2] * int(active.sum()),
     desc=desc,
     disable=not progress,
     leave=False,
     unit="ex",
     unit_scale=True,
   ) as bar:
-    for start in range(0, len(batches), size):
-      idx = jax.device_put(batches[start : start + size], sharding)
-      state, loss_sum = train_chunk(state, loss_sum, x_all, y_all, idx)
+    for start in range(0, steps, size):
+      idx = batches[start : start + size]
+      state, loss_sum = train_chunk(state, loss_sum, active, x_all, y_all, idx)
       if progress:
         if previous is not None:
           previous[0].block_until_ready()
           bar.update(previous[1])
-        previous = (loss_sum, idx.size)
+        previous = (loss_sum, len(idx) * batches.shape[2] * int(active.sum()))
     bar.update(bar.total - bar.n)
   return state, loss_sum
 
 
-def make_eval_step(net, mesh):
-  """Jitted ``(variables, x, y, weight) -> (summed errors, summed losses)``."""
+def make_eval_step(net, mesh, num_seeds=1):
+  """Jitted ``(variables, x, y, weight) -> (summed errors, summed losses)``, each
+  ``(S,)``, for ``num_seeds`` stacked variables on one batch."""
 
   def step(variables, x, y, weight):
     x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
@@ -128,11 +223,12 @@ def make_eval_step(net, mesh):
     errors = (jnp.argmax(logits, -1) != y).astype(jnp.float32)
     return jnp.sum(errors * weight), jnp.sum(losses * weight)
 
-  return jax.jit(step)
+  return jax.jit(over_seeds(step, num_seeds, (0, None, None, None)))
 
 
 def evaluate(eval_step, variables, x, y, batch_size, mesh):
-  """Error fraction and mean loss over a whole split (last batch padded)."""
+  """Each seed's error fraction and mean loss over a whole split (last batch padded),
+  as two NumPy arrays ``(S,)``."""
   n = len(x)
   errors = losses = 0.0
   sharding = NamedSharding(mesh, P("data"))
@@ -146,7 +242,7 @@ def evaluate(eval_step, variables, x, y, batch_size, mesh):
       weight = np.concatenate([weight, np.zeros(pad, np.float32)])
     e, loss = eval_step(variables, *jax.device_put((xb, yb, weight), sharding))
     errors, losses = errors + e, losses + loss
-  return float(errors) / n, float(losses) / n
+  return np.asarray(errors, np.float64) / n, np.asarray(losses, np.float64) / n
 
 
 # Float32 copies of a network's widest activation (K components included) counted per
@@ -160,8 +256,9 @@ ALIGNMENT_COPIES = 12
 def memory_bounded_batches(net, config, num_devices):
   """Evaluation and alignment batch sizes whose activations fit the memory budget.
 
-  ``config.eval_batch_size`` caps the first; each is a multiple of ``num_devices``
-  and at least ``num_devices``.
+  ``config.eval_batch_size`` caps the first, which evaluates ``config.num_seeds``
+  seeds at once; the second serves one seed at a time. Each is a multiple of
+  ``num_devices`` and at least ``num_devices``.
   """
   budget = config.memory_budget_mb * 2**20
   per_copy = 4 * net.widest_activation
@@ -171,7 +268,7 @@ def memory_bounded_batches(net, config, num_devices):
     return max(n, num_devices)
 
   return (
-    fit(EVAL_COPIES, config.eval_batch_size),
+    fit(EVAL_COPIES * config.num_seeds, config.eval_batch_size),
     fit(ALIGNMENT_COPIES, config.metrics.alignment_examples),
   )
 
@@ -180,19 +277,23 @@ def memory_bounded_batches(net, config, num_devices):
 
 
 def _header(config, ds, net, mesh):
-  """The console's first line: data, network, rule and devices."""
+  """The console's first line: data, network, rule, seeds and devices."""
   shape = "x".join(map(str, ds.train_x.shape[1:]))
   experiment = grid.Experiment(config.model.arch, net.vectorized, net.nonneg, config.rule)
   devices = f"{mesh.size} {jax.default_backend()} device{'s' * (mesh.size > 1)}"
+  seeds = ""
+  if config.num_seeds > 1:
+    seeds = f"seeds {config.seed}-{config.seed + config.num_seeds - 1} in one program | "
   return (
     f"{ds.name}: {len(ds.train_x)} train / {len(ds.test_x)} test images {shape}, "
     f"{ds.num_classes} classes | {experiment} (K = {net.num_components}) | "
-    f"{devices}"
+    f"{seeds}{devices}"
   )
 
 
-def _eval_line(row):
-  """One evaluation on one console line; alignment angles per layer, early to late."""
+def _eval_line(row, seed=None):
+  """One evaluation on one console line; alignment angles per layer, early to late.
+  ``seed`` (when several train at once) leads the line."""
   line = (
     f"epoch {row['epoch']:>3}: train error {row['train_error']:.4f}, test error "
     f"{row['test_error']:.4f}, train loss {row['train_loss']:.4f}"
@@ -201,31 +302,48 @@ def _eval_line(row):
     line += (
       ", alignment " + "/".join(f"{v:.0f}" for v in row["alignment"].values()) + " deg"
     )
-  return line
+  return line if seed is None else f"seed {seed} {line}"
 
 
-def data_mesh():
-  """A 1-d mesh over every local device; batches are split along its "data" axis."""
-  return Mesh(np.array(jax.devices()), ("data",))
+def seed_runs(config, workdir):
+  """``[(config, workdir)]`` of each seed a run of ``config`` trains: the config
+  itself in ``workdir`` for one seed; for several, seed ``s``'s config (``seed = s``,
+  ``num_seeds = 1``) in ``workdir/seed_<s>``."""
+  if config.num_seeds == 1:
+    return [(config, workdir)]
+  runs = []
+  for seed in range(config.seed, config.seed + config.num_seeds):
+    one = config.copy_and_resolve_references()
+    one.seed, one.num_seeds = seed, 1
+    runs.append((one, run_folder.seed_dir(workdir, seed)))
+  return runs
 
 
 def train_and_evaluate(config, workdir):
-  """Trains per ``config`` in ``workdir``, resuming from its latest checkpoint.
+  """Trains per ``config`` in ``workdir``, resuming from the latest checkpoints.
 
-  Returns the summary dict also written to ``summary.json``.
+  With ``config.num_seeds`` > 1, seeds ``seed, ..., seed + num_seeds - 1`` train as
+  one vmapped program, each in its own ``workdir/seed_<s>`` (``seed_runs``).
+
+  Returns the summary written to ``summary.json``; with several seeds, the list of
+  their summaries in seed order.
   """
   config = config.copy_and_resolve_references()
   config_check.check_config(config)
   config_check.check_workdir(workdir)
-  if not run_folder.claimable(config, workdir) and run_folder.finished(workdir):
+  runs = seed_runs(config, workdir)
+  finished = [not run_folder.claimable(c, w) and run_folder.finished(w) for c, w in runs]
+  if all(finished):
     print(f"{workdir} holds a finished run; nothing to do", flush=True)
-    return run_folder.read_summary(workdir)
+    summaries = [run_folder.read_summary(w) for _, w in runs]
+    return summaries[0] if config.num_seeds == 1 else summaries
 
-  mesh = data_mesh()
-  if config.batch_size % mesh.size:
+  mesh = make_mesh(config.num_seeds)
+  data_devices = mesh.shape["data"]
+  if config.batch_size % data_devices:
     raise TrainingError(
-      f"batch_size {config.batch_size} does not divide over "
-      f"{mesh.size} devices; use a multiple of {mesh.size}"
+      f"batch_size {config.batch_size} does not divide over {data_devices} "
+      f"devices{' per seed' * (config.num_seeds > 1)}; use a multiple of {data_devices}"
     )
 
   ds = data.load_dataset(config.data)
@@ -240,13 +358,18 @@ def train_and_evaluate(config, workdir):
   )
   rules.check_rule(net, config.rule)
   config_check.check_memory(net, config, ds)
-  eval_batch, probe_batch = memory_bounded_batches(net, config, mesh.size)
+  eval_batch, probe_batch = memory_bounded_batches(net, config, data_devices)
   tx = gevb_jax.make_optimizer(net, learning_rate=config.learning_rate)
-  # Only a run that can start claims the workdir: a bad value leaves it as it was.
-  with run_folder.lock(workdir):
-    run_folder.claim(config, workdir, start_over=run_folder.claimable(config, workdir))
+  # Only a run that can start claims its workdirs: a bad value leaves them as they were.
+  with contextlib.ExitStack() as locks:
+    for _, w in runs:
+      locks.enter_context(run_folder.lock(w))
+    for (c, w), done in zip(runs, finished, strict=True):
+      if not done:
+        run_folder.claim(c, w, start_over=run_folder.claimable(c, w))
     print(_header(config, ds, net, mesh), flush=True)
-    return _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch)
+    summaries = _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch)
+  return summaries[0] if config.num_seeds == 1 else summaries
 
 
 def _evaluates(epoch, config):
@@ -255,36 +378,64 @@ def _evaluates(epoch, config):
   return epoch == 0 or epoch % config.eval_every == 0 or epoch == config.num_epochs
 
 
-def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
-  """The run itself, in a claimed and locked workdir."""
-  variables = net.init(jax.random.key(config.seed))
-  state = {
-    "params": variables["params"],
-    "fixed": variables["fixed"],
-    "opt_state": tx.init(variables["params"]),
-  }
-  manager = run_folder.checkpoint_manager(workdir, keep_period=config.eval_every)
-  epoch, restored = run_folder.restore(manager, state)
-  history = run_folder.read_metrics(workdir, last_epoch=-1 if epoch is None else epoch)
-  if restored is not None:
-    print(f"resumed {workdir} from epoch {epoch}", flush=True)
+@dataclasses.dataclass
+class _Seed:
+  """One seed's run as the loop goes: its config (``seed`` its own), workdir, slot in
+  the stacked state, and where it stands."""
 
+  config: ml_collections.ConfigDict
+  workdir: str
+  slot: int
+  epoch: int | None = None  # Epochs trained so far; None: nothing checkpointed.
+  done: bool = False
+  stopped_early: bool = False
+  failure: str | None = None
+  last: dict | None = None  # The latest evaluation row.
+  history: list = dataclasses.field(default_factory=list)
+  manager: object = None
+  writer: object = None
+  wall0: float = 0.0
+
+  @property
+  def seed(self):
+    return self.config.seed
+
+
+def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
+  """The run itself, every seed's workdir claimed and locked; returns the summaries."""
+  num_seeds = config.num_seeds
+  several = num_seeds > 1
+  seeds = jnp.arange(config.seed, config.seed + num_seeds, dtype=jnp.uint32)
+
+  def init_state(key):
+    variables = net.init(key)
+    return {
+      "params": variables["params"],
+      "fixed": variables["fixed"],
+      "opt_state": tx.init(variables["params"]),
+    }
+
+  if several:
+    state = jax.vmap(init_state)(jax.vmap(jax.random.key)(seeds))
+  else:
+    state = jax.tree.map(lambda v: v[None], init_state(jax.random.key(config.seed)))
+  per_seed = NamedSharding(mesh, P("seeds"))
   replicated = NamedSharding(mesh, P())
-  state = jax.device_put(state, replicated)
   x_all, y_all = jax.device_put((ds.train_x, ds.train_y), replicated)
-  train_chunk = make_train_chunk(net, tx, config.rule, mesh)
-  eval_step = make_eval_step(net, mesh)
+  train_chunk = make_train_chunk(net, tx, config.rule, mesh, num_seeds)
+  batch_indices = make_batch_indices(len(ds.train_x), config.batch_size, mesh, num_seeds)
+  eval_step = make_eval_step(net, mesh, num_seeds)
   # The released analysis measures alignment on the first training batch in stored
   # order (alignment_and_concentration_viz.ipynb, cell 1: shuffle_train=False).
   probe = (
     ds.train_x[: config.metrics.alignment_examples],
     ds.train_y[: config.metrics.alignment_examples],
   )
-  wall0 = time.time() - (history[-1]["wall_time_s"] if history else 0.0)
   steps_per_epoch = len(ds.train_x) // config.batch_size
 
-  def make_row(epoch, state):
-    """The evaluation of ``state`` after ``epoch`` epochs, as a metrics row."""
+  def make_rows(epoch, state, due, eval_step):
+    """The evaluations of the ``due`` seeds in ``state`` (stacked) after ``epoch``
+    epochs, as metrics rows by seed."""
     variables = {"params": state["params"], "fixed": state["fixed"]}
     train_error, train_loss = evaluate(
       eval_step, variables, ds.train_x, ds.train_y, eval_batch, mesh
@@ -292,93 +443,155 @@ def _train(config, workdir, mesh, ds, net, tx, eval_batch, probe_batch):
     test_error, test_loss = evaluate(
       eval_step, variables, ds.test_x, ds.test_y, eval_batch, mesh
     )
-    row = {
-      "epoch": epoch,
-      "step": epoch * steps_per_epoch,
-      "train_error": train_error,
-      "test_error": test_error,
-      "train_loss": train_loss,
-      "test_loss": test_loss,
-      "wall_time_s": time.time() - wall0,
-    }
-    if config.metrics.alignment and config.rule != "bp":
-      row["alignment"] = metrics.alignment(
-        net, variables, *probe, config.rule, batch_size=probe_batch
-      )
-      if epoch == 0 and net.vectorized:
-        row["relative_std"] = metrics.relative_std(
-          net, variables, probe[0], batch_size=probe_batch
+    rows = {}
+    for slot, run in due:
+      row = {
+        "epoch": epoch,
+        "step": epoch * steps_per_epoch,
+        "train_error": float(train_error[slot]),
+        "test_error": float(test_error[slot]),
+        "train_loss": float(train_loss[slot]),
+        "test_loss": float(test_loss[slot]),
+        "wall_time_s": time.time() - run.wall0,
+      }
+      if config.metrics.alignment and config.rule != "bp":
+        one = _slot(variables, slot)
+        row["alignment"] = metrics.alignment(
+          net, one, *probe, config.rule, batch_size=probe_batch
         )
-        row["eq15_relative_std"] = metrics.eq15_prediction(net, variables)
-    return row
+        if epoch == 0 and net.vectorized:
+          row["relative_std"] = metrics.relative_std(
+            net, one, probe[0], batch_size=probe_batch
+          )
+          row["eq15_relative_std"] = metrics.eq15_prediction(net, one)
+      rows[run.seed] = row
+    return rows
 
-  if restored is not None:
+  def log(run, row):
+    run.writer.write(row)
+    run.last = row
+    print(_eval_line(row, run.seed if several else None), flush=True)
+
+  seed_states = []
+  states = []
+  for slot, ((c, w), done) in enumerate(zip(runs, finished, strict=True)):
+    run = _Seed(c, w, slot, done=done)
+    seed_states.append(run)
+    fresh = _slot(state, slot)
+    states.append(fresh)
+    if done:
+      continue
+    run.manager = run_folder.checkpoint_manager(w, keep_period=c.eval_every)
+    run.epoch, restored = run_folder.restore(run.manager, fresh)
+    run.history = run_folder.read_metrics(
+      w, last_epoch=-1 if run.epoch is None else run.epoch
+    )
+    run.wall0 = time.time() - (run.history[-1]["wall_time_s"] if run.history else 0.0)
+    if restored is None:
+      continue
+    print(f"resumed {w} from epoch {run.epoch}", flush=True)
     # Checkpoints win over metrics.jsonl: evaluations it lost or that a damaged line
     # took are made again from the checkpoints kept at evaluation epochs.
-    present = {row["epoch"] for row in history}
-    for e in range(epoch + 1):
-      if _evaluates(e, config) and e not in present:
-        kept = restored if e == epoch else run_folder.restore_step(manager, e, state)
+    present = {row["epoch"] for row in run.history}
+    for e in range(run.epoch + 1):
+      if _evaluates(e, c) and e not in present:
+        kept = (
+          restored if e == run.epoch else run_folder.restore_step(run.manager, e, fresh)
+        )
         if kept is not None:
-          history.append(make_row(e, kept))
+          one = jax.tree.map(lambda v: v[None], kept)
+          row = make_rows(e, one, [(0, run)], make_eval_step(net, mesh))[run.seed]
+          run.history.append(row)
           print(f"rebuilt the evaluation of epoch {e} from its checkpoint", flush=True)
-    history.sort(key=lambda row: row["epoch"])
-    state = jax.device_put(restored, replicated)
-  writer = run_folder.MetricWriter(workdir, history)
+    run.history.sort(key=lambda row: row["epoch"])
+    states[slot] = restored
+  state = jax.device_put(jax.tree.map(lambda *v: jnp.stack(v), *states), per_seed)
 
-  def log_eval(epoch):
-    row = make_row(epoch, state)
-    writer.write(row)
-    print(_eval_line(row), flush=True)
-    return row
+  for run in seed_states:
+    if run.done:
+      continue
+    run.writer = run_folder.MetricWriter(run.workdir, run.history)
+    if run.history:
+      run.last = run.history[-1]
+  fresh = [(run.slot, run) for run in seed_states if not run.done and run.epoch is None]
+  if fresh:
+    for _, run in fresh:
+      run.epoch = 0
+    for seed, row in make_rows(0, state, fresh, eval_step).items():
+      log(seed_states[seed - config.seed], row)
+    for slot, run in fresh:
+      run_folder.save(run.manager, 0, _slot(state, slot))
+  for run in seed_states:
+    if not run.done and run.last is None:  # No evaluation survives or can be rebuilt.
+      log(run, make_rows(run.epoch, state, [(run.slot, run)], eval_step)[run.seed])
+    if not run.done:
+      run.stopped_early = config.stop_at_zero_train_error and run.last["train_error"] == 0
+      run.done = run.stopped_early or run.epoch >= config.num_epochs
 
-  if epoch is None:
-    last = log_eval(0)
-    run_folder.save(manager, 0, state)
-    epoch = 0
-  elif history:
-    last = history[-1]
-  else:  # No evaluation survives and none can be rebuilt: evaluate now.
-    last = log_eval(epoch)
-  stopped_early = config.stop_at_zero_train_error and last["train_error"] == 0
   show = config.progress and sys.stderr.isatty()
-  while epoch < config.num_epochs and not stopped_early:
-    epoch += 1
-    batches = data.batch_indices(len(ds.train_x), config.batch_size, config.seed, epoch)
+  while not all(run.done for run in seed_states):
+    # Seeds behind the others (a resume) catch up first; stopped seeds stay frozen.
+    epoch = 1 + min(run.epoch for run in seed_states if not run.done)
+    going = [run for run in seed_states if not run.done and run.epoch == epoch - 1]
+    active = np.zeros(num_seeds, bool)
+    active[[run.slot for run in going]] = True
+    batches = batch_indices(seeds, jnp.full(num_seeds, epoch, jnp.int32))
     state, loss_sum = run_epoch(
       train_chunk,
       state,
+      active,
       x_all,
       y_all,
       batches,
-      mesh,
       config.steps_per_call,
       progress=show,
       desc=f"epoch {epoch}",
     )
-    if not math.isfinite(float(loss_sum)):
-      raise TrainingError(
-        f"non-finite training loss in epoch {epoch} "
-        f"({float(loss_sum)}); the checkpoint of epoch {epoch - 1} "
-        "is kept"
-      )
-    if _evaluates(epoch, config):
-      last = log_eval(epoch)
-      stopped_early = config.stop_at_zero_train_error and last["train_error"] == 0
-    run_folder.save(manager, epoch, state)
-  manager.wait_until_finished()
-  writer.close()
+    loss_sum = np.asarray(loss_sum)
+    for run in going:
+      run.epoch = epoch
+      if not math.isfinite(loss_sum[run.slot]):
+        run.failure = (
+          f"{f'seed {run.seed}: ' if several else ''}non-finite training loss in epoch "
+          f"{epoch} ({loss_sum[run.slot]}); the checkpoint of epoch {epoch - 1} is kept"
+        )
+        run.done = True
+    going = [run for run in going if run.failure is None]
+    due = [(run.slot, run) for run in going if _evaluates(epoch, config)]
+    if due:
+      for seed, row in make_rows(epoch, state, due, eval_step).items():
+        run = seed_states[seed - config.seed]
+        log(run, row)
+        run.stopped_early = config.stop_at_zero_train_error and row["train_error"] == 0
+    for run in going:
+      run_folder.save(run.manager, epoch, _slot(state, run.slot))
+      run.done = run.stopped_early or epoch >= config.num_epochs
 
-  summary = {
-    "final_train_error": last["train_error"],
-    "final_test_error": last["test_error"],
-    "epochs_run": epoch,
-    "stopped_early": bool(stopped_early),
-  }
-  if config.metrics.cluster_quality and config.model.arch in grid.CLUSTERED_ARCHS:
-    summary["cluster_quality"] = cluster_quality(net, config, ds, state, workdir)
-  run_folder.write_summary(workdir, summary)
-  return summary
+  summaries = []
+  for run in seed_states:
+    if run.manager is None:  # Finished before this process started.
+      summaries.append(run_folder.read_summary(run.workdir))
+      continue
+    run.manager.wait_until_finished()
+    run.writer.close()
+    if run.failure is not None:
+      continue
+    summary = {
+      "final_train_error": run.last["train_error"],
+      "final_test_error": run.last["test_error"],
+      "epochs_run": run.epoch,
+      "stopped_early": bool(run.stopped_early),
+    }
+    if config.metrics.cluster_quality and config.model.arch in grid.CLUSTERED_ARCHS:
+      summary["cluster_quality"] = cluster_quality(
+        net, run.config, ds, _slot(state, run.slot), run.workdir
+      )
+    run_folder.write_summary(run.workdir, summary)
+    summaries.append(summary)
+  failures = [run.failure for run in seed_states if run.failure is not None]
+  if failures:
+    raise TrainingError("; ".join(failures))
+  return summaries
 
 
 def cluster_quality(net, config, ds, state, workdir):

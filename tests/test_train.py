@@ -448,7 +448,7 @@ def test_steps_per_call_leaves_the_result_bit_identical_to_one_step_per_call():
     widths=(64, 32),
   )
   tx = gevb_jax.make_optimizer(net)
-  mesh = train.data_mesh()
+  mesh = train.make_mesh()
   x_all, y_all = jax.device_put((ds.train_x, ds.train_y))
   batches = data.batch_indices(len(ds.train_x), 128, 0, 1)  # 11 steps.
 
@@ -459,10 +459,14 @@ def test_steps_per_call_leaves_the_result_bit_identical_to_one_step_per_call():
   state = fresh()
   step = train.make_train_step(net, tx, "gevb", mesh)
   for idx in batches:
-    state, _ = step(state, x_all, y_all, jax.device_put(idx))
+    state, _ = step(state, x_all, y_all, idx)
   expected = jax.tree_util.tree_leaves(state)
   chunk = train.make_train_chunk(net, tx, "gevb", mesh)
+  stacked = batches[:, None]  # (steps, 1 seed, batch)
   for steps_per_call in (0, 1, 4):
-    got, _ = train.run_epoch(chunk, fresh(), x_all, y_all, batches, mesh, steps_per_call)
-    for a, b in zip(jax.tree_util.tree_leaves(got), expected):
-      np.testing.assert_array_equal(a, b)
+    one_seed = jax.tree.map(lambda v: v[None], fresh())
+    got, _ = train.run_epoch(
+      chunk, one_seed, [True], x_all, y_all, stacked, steps_per_call
+    )
+    for a, b in zip(jax.tree_util.tree_leaves(got), expected, strict=True):
+      np.testing.assert_array_equal(a[0], b)
