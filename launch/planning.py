@@ -1,10 +1,12 @@
 """The plan of a sweep: grids of experiments (the paper's tables or a JSON file) crossed
 with seeds, each a job with its command line and its run folder
 
-  <root>/<config stem>/<experiment name>/seed<N>
+  <root>/<config stem>/<experiment name>/seed_<N>
 
-e.g. ``runs/mnist/conv-vectorized-nonneg-gevb/seed0`` (``grid.Experiment.name``).
-Planning reads nothing from disk but the grid file.
+e.g. ``runs/mnist/conv-vectorized-nonneg-gevb/seed_0`` (``grid.Experiment.name``, and
+``workdir.seed_dir``: the folder the trainer gives a seed). Planning reads nothing from
+disk but the grid file; ``adopt_old_folders`` then looks for the folders older sweeps
+made.
 """
 
 import dataclasses
@@ -209,7 +211,7 @@ def plan(sweep_grid, seeds, root, overrides=None):
       experiment=e,
       config=sweep_grid.config,
       seed=seed,
-      workdir=dataset_dir / e.name / f"seed{seed}",
+      workdir=pathlib.Path(run_folder.seed_dir(dataset_dir / e.name, seed)),
       overrides=items,
     )
     for seed in range(seeds)
@@ -217,15 +219,28 @@ def plan(sweep_grid, seeds, root, overrides=None):
   ]
 
 
+def _old_folders(folder, experiment, seed):
+  """Where sweeps before ``workdir.seed_dir`` put the run folder ``folder`` of
+  ``experiment`` and ``seed``: ``<experiment name>/seed<N>``, and under the
+  experiment's name from before the kinds were spelled out (``fc-vec-nonneg-gevb``)."""
+  experiment_dir = folder.parent
+  return [
+    experiment_dir / f"seed{seed}",
+    experiment_dir.parent / experiment.old_name / f"seed{seed}",
+  ]
+
+
 def adopt_old_folders(jobs):
-  """Jobs whose run folder exists only under its old name (``fc-vec-nonneg-gevb``,
-  from before the kinds were spelled out) keep running there, so that a sweep started
-  then resumes instead of starting over."""
+  """Jobs whose run folder does not exist but one an older sweep made for it does
+  (``_old_folders``) keep running there, so that a sweep started then resumes instead
+  of starting over. Reads the disk."""
   adopted = []
   for job in jobs:
-    old = job.workdir.parent.parent / job.experiment.old_name / job.workdir.name
-    if not job.workdir.exists() and old.exists():
-      job = dataclasses.replace(job, workdir=old)
+    if not job.workdir.exists():
+      old = _old_folders(job.workdir, job.experiment, job.seed)
+      job = dataclasses.replace(
+        job, workdir=next((f for f in old if f.exists()), job.workdir)
+      )
     adopted.append(job)
   return adopted
 

@@ -9,11 +9,12 @@ Every experiment is one run of the training CLI,
 
 in its own stable workdir
 
-  <root>/<dataset>/<arch>-<vectorized|conventional>-<nonneg|mixed>-<rule>/seed<N>
+  <root>/<dataset>/<arch>-<vectorized|conventional>-<nonneg|mixed>-<rule>/seed_<N>
 
-where <dataset> is the config file's stem (mnist, cifar, ...); a folder a sweep
-made before the kinds were spelled out (fc-vec-..., fc-conv-...) is used where it
-exists. A run is
+where <dataset> is the config file's stem (mnist, cifar, ...). Where that folder
+does not exist, one that an older sweep made is used: .../<experiment>/seed<N>, or
+under the experiment's name from before the kinds were spelled out (fc-vec-...,
+fc-conv-...). A run is
 finished once its workdir holds summary.json; running an unfinished one again
 resumes it from its latest checkpoint. All state lives in the workdirs, so a
 stopped sweep is resumed by running the same command again: finished runs are

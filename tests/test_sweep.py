@@ -126,13 +126,14 @@ def test_workdir_layout_and_command():
     )
     == ("lc", False, False, "dfa", 1)
   )
-  assert e.workdir == pathlib.Path("root/cifar/lc-conventional-mixed-dfa/seed1")
+  assert e.workdir == pathlib.Path("root/cifar/lc-conventional-mixed-dfa/seed_1")
+  assert str(e.workdir) == run_folder.seed_dir("root/cifar/lc-conventional-mixed-dfa", 1)
   assert e.command("some.trainer") == [
     sys.executable,
     "-m",
     "some.trainer",
     "--config=configs/cifar.py",
-    "--workdir=root/cifar/lc-conventional-mixed-dfa/seed1",
+    "--workdir=root/cifar/lc-conventional-mixed-dfa/seed_1",
     "--config.model.arch=lc",
     "--config.model.vectorized=False",
     "--config.model.nonneg=False",
@@ -411,13 +412,22 @@ def test_old_kind_names_and_old_run_folders_are_still_used(tmp_path):
     "fc-vectorized-nonneg-gevb",
     "fc-vectorized-mixed-gevb",
   ] * 2
-  finished_before = tmp_path / "default" / "fc-vec-nonneg-gevb" / "seed1"
-  finished_before.mkdir(parents=True)
+  experiment_dirs = [tmp_path / "default" / j.experiment.name for j in jobs[:2]]
+  # Seed 1 of the first experiment ran under its old name, seed 0 of the second in
+  # the old seed<N> layout; seed 1 of the second in both the old and new layouts.
+  old_name = tmp_path / "default" / "fc-vec-nonneg-gevb" / "seed1"
+  old_layout = experiment_dirs[1] / "seed0"
+  for folder in (old_name, old_layout, experiment_dirs[1] / "seed1", jobs[3].workdir):
+    folder.mkdir(parents=True)
   adopted = planning.adopt_old_folders(jobs)
-  assert [j.workdir for j in adopted] == [j.workdir for j in jobs[:2]] + [
-    finished_before,
+  assert [j.workdir for j in adopted] == [
+    jobs[0].workdir,
+    old_layout,
+    old_name,
     jobs[3].workdir,
   ]
+  assert jobs[3].workdir == experiment_dirs[1] / "seed_1"
+  assert [j.seed for j in adopted] == [j.seed for j in jobs]
 
 
 def test_a_run_whose_workdir_another_process_holds_is_not_started(cwd):
