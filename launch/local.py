@@ -1,5 +1,5 @@
-"""The local backend: every job a subprocess pinned to one GPU (or the CPU), a queue
-per device running ``runs_per_device`` jobs at a time."""
+"""The local backend: every job (``planning.Job``) a subprocess pinned to one GPU (or
+the CPU), a queue per device running ``runs_per_device`` jobs at a time."""
 
 import concurrent.futures
 import ctypes
@@ -47,17 +47,17 @@ def _die_with_the_sweep():
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
 
 
-def run_one(experiment, device, runs_per_device, trainer_module):
-  """Runs `experiment` on `device` to its end; returns the exit code.
+def run_one(job, device, runs_per_device, trainer_module):
+  """Runs `job` (a ``planning.Job``) on `device` to its end; returns the exit code.
 
-  The command and its output are appended to the experiment's log. The run dies with
-  the sweep, however the sweep dies.
+  The command and its output are appended to the job's log. The job dies with the
+  sweep, however the sweep dies.
   """
-  experiment.workdir.mkdir(parents=True, exist_ok=True)
-  command = experiment.command(trainer_module)
+  job.workdir.mkdir(parents=True, exist_ok=True)
+  command = job.command(trainer_module)
   env = device_env(device, runs_per_device)
   pinning = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-  with experiment.log.open("a") as log:
+  with job.log.open("a") as log:
     log.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} {pinning} {shlex.join(command)}\n")
     log.flush()
     return subprocess.run(
@@ -76,13 +76,13 @@ def run_local(
   runs_per_device,
   trainer_module,
 ):
-  """Runs (experiment, device) pairs, `runs_per_device` at a time per device.
+  """Runs (job, device) pairs, `runs_per_device` at a time per device.
 
   Every device has its own queue, a thread pool of `runs_per_device` workers
-  that each wait on one experiment's subprocess at a time.
+  that each wait on one job's subprocess at a time.
 
   Returns:
-    The exit code of every experiment.
+    The exit code of every job.
   """
   pools = {
     device: concurrent.futures.ThreadPoolExecutor(
@@ -93,20 +93,18 @@ def run_local(
   codes = {}
   try:
     futures = {
-      pools[device].submit(
-        run_one, experiment, device, runs_per_device, trainer_module
-      ): experiment
-      for experiment, device in assignments
+      pools[device].submit(run_one, job, device, runs_per_device, trainer_module): job
+      for job, device in assignments
     }
     for future in concurrent.futures.as_completed(futures):
-      experiment = futures[future]
-      codes[experiment] = future.result()
+      job = futures[future]
+      codes[job] = future.result()
       logging.info(
         "[%d/%d] exit code %d: %s",
         len(codes),
         len(futures),
-        codes[experiment],
-        experiment.workdir,
+        codes[job],
+        job.workdir,
       )
   finally:
     for pool in pools.values():  # After Ctrl-C, start nothing new.

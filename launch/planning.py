@@ -1,10 +1,16 @@
 """The plan of a sweep: grids of experiments (the paper's tables or a JSON file) crossed
-with seeds, each a job with its command line and its run folder
+with seeds, each seed of an experiment a run in its run folder
 
-  <root>/<config stem>/<experiment name>/seed<N>
+  <root>/<config stem>/<experiment name>/seed_<N>
 
-e.g. ``runs/mnist/conv-vectorized-nonneg-gevb/seed0`` (``grid.Experiment.name``).
-Planning reads nothing from disk but the grid file.
+e.g. ``runs/mnist/conv-vectorized-nonneg-gevb/seed_0`` (``grid.Experiment.name``, and
+``workdir.seed_dir``: the folder the trainer gives a seed). A job, one process of the
+trainer, runs either one seed of an experiment or all of them (packed: the trainer's
+``--config.num_seeds``); the run folders are the same either way, so packed and
+unpacked sweeps resume each other's runs.
+
+Planning reads nothing from disk but the grid file; ``adopt_old_folders`` then looks
+for the folders older sweeps made.
 """
 
 import dataclasses
@@ -19,7 +25,14 @@ from gevb_jax import grid
 from gevb_jax import workdir as run_folder
 
 # Config keys that every experiment sets itself; overrides may not.
-RESERVED_KEYS = ("model.arch", "model.vectorized", "model.nonneg", "rule", "seed")
+RESERVED_KEYS = (
+  "model.arch",
+  "model.vectorized",
+  "model.nonneg",
+  "rule",
+  "seed",
+  "num_seeds",
+)
 
 
 _KEY = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
@@ -43,7 +56,7 @@ def _check_key(key):
     raise ValueError(f"bad config key {key!r}: expected a dotted name like model.width")
   if key in RESERVED_KEYS:
     raise ValueError(
-      f"config key {key!r} is set per experiment by the grid and --seeds; "
+      f"config key {key!r} is set per job by the grid, --seeds and --pack_seeds; "
       f"overrides may not set any of {', '.join(RESERVED_KEYS)}"
     )
 
@@ -145,22 +158,57 @@ def load_grid(name):
 
 @dataclasses.dataclass(frozen=True)
 class Job:
-  """One training run: an experiment of the grid with its config, seed and workdir."""
+  """One process of the trainer: an experiment of the grid with its config, seeds and
+  workdir.
+
+  A job of one seed trains it in ``workdir``, its run folder. A job of several
+  (packed) trains them in one process, ``--config.num_seeds``, each in its run folder
+  ``workdir.seed_dir(workdir, seed)``.
+  """
 
   experiment: grid.Experiment
   config: str
-  seed: int
+  seeds: range  # Contiguous, as --config.seed and --config.num_seeds name them.
   workdir: pathlib.Path
   overrides: tuple[tuple[str, str], ...] = ()
 
   @property
+  def packed(self):
+    return len(self.seeds) > 1
+
+  @property
+  def run_folders(self):
+    """The run folder of every seed, in the order of ``seeds``."""
+    if not self.packed:
+      return [self.workdir]
+    return [pathlib.Path(run_folder.seed_dir(self.workdir, s)) for s in self.seeds]
+
+  @property
+  def seed_text(self):
+    """``seed 3``, or ``seeds 0-4`` for a packed job."""
+    if not self.packed:
+      return f"seed {self.seeds[0]}"
+    return f"seeds {self.seeds[0]}-{self.seeds[-1]}"
+
+  @property
   def log(self):
-    """Where the local backend appends the run's stdout and stderr."""
+    """Where the local backend appends the job's stdout and stderr: the run folder, or
+    the experiment's folder above the run folders of a packed job."""
     return self.workdir / run_folder.LOG
 
+  def unfinished(self):
+    """The run folders without a summary (reads the disk)."""
+    return [f for f in self.run_folders if not run_folder.finished(f)]
+
   def finished(self):
-    """Whether the run has written its summary (reads the disk)."""
-    return run_folder.finished(self.workdir)
+    """Whether every seed's run has written its summary (reads the disk)."""
+    return not self.unfinished()
+
+  def holders(self):
+    """{run folder: PID} for the run folders another live process holds, asking each
+    lock once (reads the disk)."""
+    pids = {folder: run_folder.holder(folder) for folder in self.run_folders}
+    return {folder: pid for folder, pid in pids.items() if pid}
 
   def command(self, trainer_module="gevb_jax.main"):
     """The command line that trains (or resumes) this job."""
@@ -175,12 +223,13 @@ class Job:
       f"--config.model.vectorized={e.vectorized}",
       f"--config.model.nonneg={e.nonneg}",
       f"--config.rule={e.rule}",
-      f"--config.seed={self.seed}",
+      f"--config.seed={self.seeds[0]}",
+      *([f"--config.num_seeds={len(self.seeds)}"] if self.packed else []),
       *(f"--config.{key}={value}" for key, value in self.overrides),
     ]
 
 
-def plan(sweep_grid, seeds, root, overrides=None):
+def plan(sweep_grid, seeds, root, overrides=None, *, pack_seeds):
   """Lists the jobs of ``sweep_grid`` for seeds 0, ..., seeds - 1.
 
   Pure: reads nothing from disk; the same arguments give the same plan.
@@ -190,9 +239,11 @@ def plan(sweep_grid, seeds, root, overrides=None):
     seeds: how many seeds to run every grid point with.
     root: directory under which every job gets its workdir.
     overrides: config overrides applied on top of ``sweep_grid.overrides``.
+    pack_seeds: whether one job trains all the seeds of an experiment.
 
   Returns:
-    One ``Job`` per (seed, arch, kind, nonneg, rule), all of seed 0 first.
+    With ``pack_seeds``, one ``Job`` per (arch, kind, nonneg, rule); without, one per
+    (seed, arch, kind, nonneg, rule), all of seed 0 first.
   """
   merged = {**sweep_grid.overrides, **(overrides or {})}
   items = tuple((key, str(value)) for key, value in merged.items())
@@ -204,29 +255,51 @@ def plan(sweep_grid, seeds, root, overrides=None):
     for nonneg in sweep_grid.nonneg
     for rule in sweep_grid.rules_for(kind)
   ]
-  return [
-    Job(
-      experiment=e,
-      config=sweep_grid.config,
-      seed=seed,
-      workdir=dataset_dir / e.name / f"seed{seed}",
-      overrides=items,
-    )
-    for seed in range(seeds)
-    for e in experiments
+  if pack_seeds:
+    parts = [(range(seeds), e) for e in experiments]
+  else:
+    parts = [(range(s, s + 1), e) for s in range(seeds) for e in experiments]
+  jobs = []
+  for job_seeds, e in parts:
+    workdir = dataset_dir / e.name
+    if len(job_seeds) == 1:  # The trainer runs a single seed in its workdir itself.
+      workdir = pathlib.Path(run_folder.seed_dir(workdir, job_seeds[0]))
+    jobs.append(Job(e, sweep_grid.config, job_seeds, workdir, items))
+  return jobs
+
+
+def _folder_to_use(folder, experiment, seed):
+  """The run folder ``folder`` of ``experiment`` and ``seed``, or where it does not
+  exist, the first that does of the folders older sweeps gave the run:
+  ``<experiment name>/seed<N>``, then under the experiment's name from before the
+  kinds were spelled out (``fc-vec-nonneg-gevb/seed<N>``)."""
+  experiment_dir = folder.parent
+  candidates = [
+    folder,
+    experiment_dir / f"seed{seed}",
+    experiment_dir.parent / experiment.old_name / f"seed{seed}",
   ]
+  return next((f for f in candidates if f.exists()), folder)
 
 
 def adopt_old_folders(jobs):
-  """Jobs whose run folder exists only under its old name (``fc-vec-nonneg-gevb``,
-  from before the kinds were spelled out) keep running there, so that a sweep started
-  then resumes instead of starting over."""
+  """Jobs whose run folder does not exist but one an older sweep made for it does
+  (``_folder_to_use``) keep running there, so that a sweep started then resumes
+  instead of starting over. A packed job with any seed in an old folder becomes one
+  job per seed, each in its folder. Reads the disk."""
   adopted = []
   for job in jobs:
-    old = job.workdir.parent.parent / job.experiment.old_name / job.workdir.name
-    if not job.workdir.exists() and old.exists():
-      job = dataclasses.replace(job, workdir=old)
-    adopted.append(job)
+    folders = [
+      _folder_to_use(folder, job.experiment, seed)
+      for seed, folder in zip(job.seeds, job.run_folders)
+    ]
+    if folders == job.run_folders:
+      adopted.append(job)
+    else:
+      adopted += [
+        dataclasses.replace(job, seeds=range(seed, seed + 1), workdir=folder)
+        for seed, folder in zip(job.seeds, folders)
+      ]
   return adopted
 
 

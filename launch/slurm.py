@@ -45,9 +45,9 @@ def write_slurm(pending, root, trainer_module, **sbatch_options):
   """Writes <root>/sweep_tasks.txt and <root>/sweep.sbatch for `pending`.
 
   Args:
-    pending: the experiments to run, one array task each.
+    pending: the jobs (``planning.Job``) to run, one array task each.
     root: the sweep's root directory.
-    trainer_module: module that `python -m` runs for each experiment.
+    trainer_module: module that `python -m` runs for each job.
     **sbatch_options: `partition`, `time_limit`, `cpus` and `max_parallel`
       of `sbatch_script`.
 
@@ -59,7 +59,7 @@ def write_slurm(pending, root, trainer_module, **sbatch_options):
   log_dir.mkdir(parents=True, exist_ok=True)  # SLURM does not create it.
   tasks_file = root / "sweep_tasks.txt"
   tasks_file.write_text(
-    "".join(shlex.join(e.command(trainer_module)) + "\n" for e in pending)
+    "".join(shlex.join(job.command(trainer_module)) + "\n" for job in pending)
   )
   script = root / "sweep.sbatch"
   script.write_text(

@@ -1,32 +1,47 @@
 r"""Sweeps the paper's experiment grid over local GPUs or a SLURM cluster.
 
-Every experiment is one run of the training CLI,
+Every seed of every experiment is one run, in its own stable run folder
 
-  python -m gevb_jax.main --config=<config> --workdir=<workdir> \
+  <root>/<dataset>/<experiment>/seed_<N>
+
+where <dataset> is the config file's stem (mnist, cifar, ...) and <experiment> is
+<arch>-<vectorized|conventional>-<nonneg|mixed>-<rule>. By default (--pack_seeds)
+all the seeds of an experiment are one job, one process of the training CLI:
+
+  python -m gevb_jax.main --config=<config> --workdir=<root>/<dataset>/<experiment> \
       --config.model.arch=<arch> --config.model.vectorized=<bool> \
-      --config.model.nonneg=<bool> --config.rule=<rule> --config.seed=<seed> \
-      [--config.<key>=<value> ...]
+      --config.model.nonneg=<bool> --config.rule=<rule> \
+      --config.seed=0 --config.num_seeds=<seeds> [--config.<key>=<value> ...]
 
-in its own stable workdir
+which trains the seeds together, each in its run folder: one process, one data set
+load and one compilation instead of one per seed, which is faster on small nets.
+With --nopack_seeds every seed is a job of its own (--workdir=<run folder>
+--config.seed=<N>), so that the seeds of an experiment spread over GPUs or SLURM
+tasks, e.g. for large nets that keep a GPU busy with one seed, or to fit a time
+limit per task. Both modes write the same run folders and resume each other's runs.
+Where a run folder does not exist, one that an older sweep made is used:
+<experiment>/seed<N>, or under the experiment's name from before the kinds were
+spelled out (fc-vec-..., fc-conv-...); an experiment with a seed in such a folder
+runs one job per seed.
 
-  <root>/<dataset>/<arch>-<vectorized|conventional>-<nonneg|mixed>-<rule>/seed<N>
-
-where <dataset> is the config file's stem (mnist, cifar, ...); a folder a sweep
-made before the kinds were spelled out (fc-vec-..., fc-conv-...) is used where it
-exists. A run is
-finished once its workdir holds summary.json; running an unfinished one again
-resumes it from its latest checkpoint. All state lives in the workdirs, so a
-stopped sweep is resumed by running the same command again: finished runs are
-skipped and the others rerun.
+A run is finished once its run folder holds summary.json; running an unfinished one
+again resumes it from its latest checkpoint, and a packed job whose seeds are partly
+finished trains the others only. All state lives in the run folders, so a stopped
+sweep is resumed by running the same command again: finished jobs are skipped and
+the others rerun. A job with a run folder that another process holds (its lock: a
+sweep started earlier, a user's own run) is left to it.
 
 Examples (from the repository root):
 
-  # Table 1 (MNIST), 5 seeds, 2 runs at a time on each of 4 GPUs; plan first.
+  # Table 1 (MNIST), 5 seeds, 2 jobs at a time on each of 4 GPUs; plan first.
   python -m launch.sweep --grid=table1 --seeds=5 --root=runs \
       --gpus=0,1,2,3 --runs_per_gpu=2 --dry-run
   # Tables 1 and 2 as one SLURM job array.
   python -m launch.sweep --grid=table1,table2 --seeds=5 --root=runs \
       --backend=slurm --slurm_partition=gpu --submit
+  # The same with every seed its own array task, on a GPU of its own.
+  python -m launch.sweep --grid=table1,table2 --seeds=5 --root=runs \
+      --backend=slurm --slurm_partition=gpu --submit --nopack_seeds
   # A short offline sweep on the CPU.
   python -m launch.sweep --grid=launch/grids/digits.json --seeds=2 \
       --root=/tmp/digits --gpus=cpu --runs_per_gpu=4 --set num_epochs=1
@@ -53,15 +68,16 @@ JSON file holding one object with these keys:
 e.g. {"config": "configs/default.py", "archs": ["fc"],
 "overrides": {"num_epochs": 2}}. `--set key=value` adds overrides on top.
 
-Backends. `local` runs every experiment as its own subprocess pinned to one GPU
-by CUDA_VISIBLE_DEVICES: the unfinished experiments are dealt round-robin over
---gpus, and each GPU runs --runs_per_gpu of its queue at a time (`--gpus=cpu`
-or empty: CPU only, --runs_per_gpu runs at a time). A run's output is appended
-to <workdir>/log.txt. Ctrl-C stops the sweep together with its runs, which
-share its process group. `slurm` writes <root>/sweep_tasks.txt (one command per
-unfinished experiment) and <root>/sweep.sbatch, a job array whose task i runs
-line i + 1; --submit hands it to sbatch. Do not rewrite the task file while an
-array of the same root is still queued.
+Backends. `local` runs every job as its own subprocess pinned to one GPU by
+CUDA_VISIBLE_DEVICES: the unfinished jobs are dealt round-robin over --gpus, and
+each GPU runs --runs_per_gpu of its queue at a time (`--gpus=cpu` or empty: CPU
+only, --runs_per_gpu jobs at a time). A job's output is appended to log.txt in
+its --workdir: the run folder, or <experiment>/log.txt for a packed job. Ctrl-C
+stops the sweep together with its jobs, which share its process group. `slurm`
+writes <root>/sweep_tasks.txt (one command per unfinished job) and
+<root>/sweep.sbatch, a job array whose task i runs line i + 1; --submit hands it
+to sbatch. Do not rewrite the task file while an array of the same root is still
+queued.
 """
 
 import collections
@@ -73,7 +89,6 @@ import sys
 
 from absl import app, flags, logging
 
-from gevb_jax import workdir as run_folder
 from launch import local, planning, slurm
 
 flags.DEFINE_list(
@@ -83,14 +98,22 @@ flags.DEFINE_list(
   "comma-separate several to sweep them together.",
 )
 flags.DEFINE_integer("seeds", 5, "Runs seeds 0, ..., seeds - 1.", lower_bound=1)
-flags.DEFINE_string("root", None, "Directory that holds all the workdirs.")
+flags.DEFINE_bool(
+  "pack_seeds",
+  True,
+  "Train all the seeds of an experiment in one process (--config.num_seeds): one "
+  "data set load and compilation for all of them, faster on small nets. "
+  "--nopack_seeds: one process per seed, to spread an experiment's seeds over GPUs "
+  "or SLURM tasks. Both write the same run folders.",
+)
+flags.DEFINE_string("root", None, "Directory that holds all the run folders.")
 flags.DEFINE_string(
   "gpus",
   local.CPU,
   "Comma-separated GPU ids for --backend=local; 'cpu' or empty: CPU only.",
 )
 flags.DEFINE_integer(
-  "runs_per_gpu", 1, "Concurrent runs per GPU (in all, for CPU only).", lower_bound=1
+  "runs_per_gpu", 1, "Concurrent jobs per GPU (in all, for CPU only).", lower_bound=1
 )
 flags.DEFINE_bool("dry-run", False, "Print the plan and run nothing.")
 flags.DEFINE_enum("backend", "local", ["local", "slurm"], "Where to run.")
@@ -99,11 +122,13 @@ flags.DEFINE_multi_string(
   "set", [], "Config override key=value, e.g. num_epochs=2; repeatable."
 )
 flags.DEFINE_string(
-  "trainer_module", "gevb_jax.main", "Module that `python -m` runs for each experiment."
+  "trainer_module", "gevb_jax.main", "Module that `python -m` runs for each job."
 )
 flags.DEFINE_string("slurm_partition", "", "SLURM partition (default: the cluster's).")
-flags.DEFINE_string("slurm_time", "24:00:00", "SLURM time limit per run.")
-flags.DEFINE_integer("slurm_cpus", 8, "SLURM CPUs per run.", lower_bound=1)
+flags.DEFINE_string(
+  "slurm_time", "24:00:00", "SLURM time limit per job (all its seeds when packed)."
+)
+flags.DEFINE_integer("slurm_cpus", 8, "SLURM CPUs per job.", lower_bound=1)
 flags.DEFINE_integer(
   "slurm_max_parallel", 32, "Most SLURM array tasks running at once.", lower_bound=1
 )
@@ -112,8 +137,8 @@ flags.mark_flags_as_required(["grid", "root"])
 FLAGS = flags.FLAGS
 
 
-def experiments_from_flags():
-  """Plans the jobs that --grid, --seeds, --root and --set ask for."""
+def jobs_from_flags():
+  """Plans the jobs that --grid, --seeds, --pack_seeds, --root and --set ask for."""
   grids = [planning.load_grid(name) for name in FLAGS.grid]
   for grid in grids:
     if not os.path.isfile(grid.config):
@@ -122,56 +147,63 @@ def experiments_from_flags():
         "run the sweep from the repository root"
       )
   overrides = planning.parse_overrides(FLAGS.set)
-  experiments = [
-    e for grid in grids for e in planning.plan(grid, FLAGS.seeds, FLAGS.root, overrides)
+  jobs = [
+    job
+    for grid in grids
+    for job in planning.plan(
+      grid, FLAGS.seeds, FLAGS.root, overrides, pack_seeds=FLAGS.pack_seeds
+    )
   ]
-  counts = collections.Counter(e.workdir for e in experiments)
-  repeated = [workdir for workdir, count in counts.items() if count > 1]
+  counts = collections.Counter(folder for job in jobs for folder in job.run_folders)
+  repeated = [folder for folder, count in counts.items() if count > 1]
   if repeated:
     raise ValueError(f"--grid={','.join(FLAGS.grid)} plans {repeated[0]} more than once")
-  return planning.adopt_old_folders(experiments)
+  return planning.adopt_old_folders(jobs)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
   try:
-    experiments = experiments_from_flags()
+    jobs = jobs_from_flags()
     devices = local.parse_gpus(FLAGS.gpus)
     if FLAGS.submit and FLAGS.backend != "slurm":
       raise ValueError("--submit needs --backend=slurm")
   except ValueError as e:
     sys.exit(f"sweep: {e}")
 
-  # A run whose workdir another process holds (a sweep started earlier, a user's
-  # own run) is left to it.
-  unfinished = [e for e in experiments if not e.finished()]
-  holders = {e: run_folder.holder(e.workdir) for e in unfinished}
-  busy = [e for e in unfinished if holders[e]]
-  for e in busy:
-    print(f"busy     {e.workdir} (process {holders[e]})")
-  pending = [e for e in unfinished if not holders[e]]
-  done = len(experiments) - len(unfinished)
+  # A job with a run folder that another process holds (a sweep started earlier, a
+  # user's own run) is left to it.
+  unfinished = [job for job in jobs if not job.finished()]
+  holders = {job: job.holders() for job in unfinished}
+  busy = [job for job in unfinished if holders[job]]
+  for job in busy:
+    for folder, pid in holders[job].items():
+      print(f"busy     {folder} (process {pid})")
+  pending = [job for job in unfinished if not holders[job]]
+  done = len(jobs) - len(unfinished)
   busy_note = f", {len(busy)} busy" if busy else ""
-  assignments = [(e, devices[i % len(devices)]) for i, e in enumerate(pending)]
+  assignments = [(job, devices[i % len(devices)]) for i, job in enumerate(pending)]
   if FLAGS["dry-run"].value:
     if FLAGS.backend == "slurm":
-      slots = {e: f"array{i}" for i, e in enumerate(pending)}
+      slots = {job: f"array{i}" for i, job in enumerate(pending)}
     else:
-      slots = {e: d if d == local.CPU else f"gpu{d}" for e, d in assignments}
-    for e in experiments:
-      status = "pending" if e in slots else "busy" if e in busy else "done"
+      slots = {job: d if d == local.CPU else f"gpu{d}" for job, d in assignments}
+    for job in jobs:
+      status = "pending" if job in slots else "busy" if job in busy else "done"
       print(
         f"{status:7}  "
-        f"{slots.get(e, '-'):8}  "
-        f"{shlex.join(e.command(FLAGS.trainer_module))}"
+        f"{slots.get(job, '-'):8}  "
+        f"{job.seed_text:11}  "
+        f"{shlex.join(job.command(FLAGS.trainer_module))}"
       )
+    runs = sum(len(job.seeds) for job in jobs)
     print(
-      f"{len(experiments)} experiments: {len(pending)} pending, {done} done{busy_note}"
+      f"{len(jobs)} jobs ({runs} runs): {len(pending)} pending, {done} done{busy_note}"
     )
     return 0
   if not pending:
-    print(f"Nothing to run: {done} of {len(experiments)} experiments done{busy_note}.")
+    print(f"Nothing to run: {done} of {len(jobs)} jobs done{busy_note}.")
     return 0
 
   if FLAGS.backend == "slurm":
@@ -184,9 +216,7 @@ def main(argv):
       cpus=FLAGS.slurm_cpus,
       max_parallel=FLAGS.slurm_max_parallel,
     )
-    print(
-      f"Wrote {script} for {len(pending)} pending experiments ({done} done{busy_note})."
-    )
+    print(f"Wrote {script} for {len(pending)} pending jobs ({done} done{busy_note}).")
     if not FLAGS.submit:
       return 0
     if shutil.which("sbatch") is None:
@@ -197,21 +227,25 @@ def main(argv):
     return subprocess.run(["sbatch", str(script)], check=False).returncode
 
   logging.info(
-    "Running %d of %d experiments on %s, %d at a time each.",
+    "Running %d of %d jobs on %s, %d at a time each.",
     len(pending),
-    len(experiments),
+    len(jobs),
     ",".join(devices),
     FLAGS.runs_per_gpu,
   )
   codes = local.run_local(assignments, FLAGS.runs_per_gpu, FLAGS.trainer_module)
-  failed = [e for e in pending if codes[e] != 0 or not e.finished()]
+  failed = {}
+  for job in pending:
+    if codes[job]:
+      failed[job] = f"exit code {codes[job]}"
+    elif left := job.unfinished():
+      failed[job] = f"exit code 0 but no summary.json in {', '.join(map(str, left))}"
   print(
     f"{len(pending) - len(failed)} done, {len(failed)} failed, "
     f"{done} skipped (already done){busy_note}."
   )
-  for e in failed:
-    reason = f"exit code {codes[e]}" if codes[e] else "exit code 0 but no summary.json"
-    print(f"FAILED  {e.log}  ({reason})")
+  for job, reason in failed.items():
+    print(f"FAILED  {job.log}  ({reason})")
   return 1 if failed else 0
 
 

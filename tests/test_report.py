@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from gevb_jax import grid, report
+from gevb_jax import workdir as run_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SEEDS = (0, 1)
@@ -39,10 +40,11 @@ def _workdir(root, experiment, seed, dataset="digits"):
   return root / dataset / f"{arch}_v{vectorized:d}_n{nonneg:d}_{rule}" / f"seed_{seed}"
 
 
-def _write_run(root, index, seed, dataset="digits", measurements=True):
-  """Writes a finished run of GRID[index] with known numbers."""
+def _write_run(root, index, seed, dataset="digits", measurements=True, workdir=None):
+  """Writes a finished run of GRID[index] with known numbers (into `workdir`, if given,
+  instead of the folder ``_workdir`` names)."""
   experiment = grid.GRID[index]
-  workdir = _workdir(root, experiment, seed, dataset)
+  workdir = workdir or _workdir(root, experiment, seed, dataset)
   workdir.mkdir(parents=True)
   config = {
     "data": {"name": dataset, "source": "fake"},
@@ -125,6 +127,30 @@ def test_collect_runs(root):
     (e, s) for e in grid.GRID for s in SEEDS
   }
   assert all(r.finished and len(r.metrics) == 3 for r in runs)
+
+
+def test_collect_runs_reads_every_sweep_layout(tmp_path):
+  """The sweep's run folders, <experiment>/seed_<s> (also below a packed run's
+  workdir, which holds its log but no config), and an older sweep's
+  <experiment>/seed<N>, are all runs: seeds of their experiments in the grid."""
+  root = tmp_path / "runs"
+  old, new = (root / "digits" / grid.GRID[i].name for i in (0, 1))
+  for seed in SEEDS:
+    _write_run(root, 0, seed, workdir=old / f"seed{seed}")
+    _write_run(root, 1, seed, workdir=pathlib.Path(run_folder.seed_dir(new, seed)))
+  (new / "log.txt").write_text("# the packed run's log\n")
+  runs = report.collect_runs(root)
+  expected = [(grid.GRID[0], seed, f"seed{seed}") for seed in SEEDS] + [
+    (grid.GRID[1], seed, f"seed_{seed}") for seed in SEEDS
+  ]
+  assert sorted((r.experiment, r.seed, r.workdir.name) for r in runs) == sorted(expected)
+  status = report.grid_status(runs, "digits")
+  assert status.seeds == list(SEEDS)
+  assert not status.unfinished and not status.outside
+  assert len(status.missing) == (len(grid.GRID) - 2) * len(SEEDS)
+  cells = _table_cells(report.table_markdown(runs, "digits"))
+  for index in (0, 1):  # Both seeds in each cell: no ", n=1".
+    assert cells[index].replace("**", "") == _expected_cell(index, SEEDS)
 
 
 def test_collect_runs_ignores_line_being_written(root):
