@@ -54,6 +54,9 @@ def check_config(config):
   _integer(config, "metrics.alignment_examples", 1)
   _integer(config, "metrics.tsne_examples", 0)
   _integer(config, "metrics.tsne_iters", 1)
+  every = config.checkpoint_every_s
+  if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
+    _fail("checkpoint_every_s", every, "must be a number of seconds >= 0")
   lr = config.learning_rate
   if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
     _fail("learning_rate", lr, "must be a finite number > 0")

@@ -31,6 +31,8 @@ def base_config():
   config.num_epochs = 190
   config.eval_every = 10
   config.batch_size = 128
+  # Evaluations all checkpoint; between them, at most one every checkpoint_every_s.
+  config.checkpoint_every_s = 60.0  # 0: every epoch
   config.steps_per_call = 64  # training steps per compiled call; 0: a whole epoch
   config.eval_batch_size = 1000  # at most; smaller if memory_budget_mb says so
   config.memory_budget_mb = 512  # activations of one evaluation/alignment batch

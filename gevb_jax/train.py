@@ -3,8 +3,9 @@
 ``train_and_evaluate(config, workdir)`` trains one network with one rule, the paper's
 recipe (Appendix I): full train/test evaluation at epoch 0, every ``eval_every``
 epochs and at the end; early stop at zero train error. The workdir receives
-``config.json``, ``metrics.jsonl``, TensorBoard events, orbax ``checkpoints/`` (one per
-epoch, the latest kept plus those at evaluations) and ``summary.json``.
+``config.json``, ``metrics.jsonl``, TensorBoard events, orbax ``checkpoints/`` (at every
+evaluation and at most ``checkpoint_every_s`` apart between them; the latest kept plus
+those at evaluations) and ``summary.json``.
 
 Resuming is exact: an epoch's batches depend only on ``(seed, epoch)``, and the
 state is checkpointed at epoch ends, so a run killed at any moment and rerun ends
@@ -49,30 +50,34 @@ def make_mesh(num_seeds=1):
   return Mesh(devices.reshape(seeds, -1), ("seeds", "data"))
 
 
+@jax.jit
+def _slot(tree, slot):
+  """One seed's entries of a stacked pytree (one compiled call, not one per leaf)."""
+  return jax.tree.map(lambda v: v[slot], tree)
+
+
+@jax.jit
+def _stack(trees):
+  """The list of one pytree per seed as one pytree with a leading seed axis."""
+  return jax.tree.map(lambda *v: jnp.stack(v), *trees)
+
+
 def over_seeds(fn, num_seeds, in_axes):
   """``fn`` over stacked seeds: the arguments with an axis in ``in_axes`` and every
   output gain a leading seed axis ``S = num_seeds``.
 
   Several seeds are ``jax.vmap``-ed, with the seed axis laid on the mesh's "seeds"
-  axis; one seed runs ``fn`` itself on the squeezed arguments, so that a single-seed
-  run computes exactly what an unbatched step does.
+  axis. One seed runs ``fn`` itself on the squeezed arguments.
   """
   if num_seeds > 1:
     return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seeds")
 
-  def single(*args):
-    args = [
-      a if axis is None else jax.tree.map(lambda v: v[0], a)
-      for a, axis in zip(args, in_axes)
-    ]
-    return jax.tree.map(lambda v: v[None], fn(*args))
+  def one_seed(*args):
+    return _stack(
+      [fn(*(a if axis is None else _slot(a, 0) for a, axis in zip(args, in_axes)))]
+    )
 
-  return single
-
-
-def _slot(tree, slot):
-  """One seed's entries of a stacked pytree."""
-  return jax.tree.map(lambda v: v[slot], tree)
+  return one_seed
 
 
 def _step(net, tx, rule, mesh):
@@ -115,6 +120,7 @@ def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
   """
   per_seed = NamedSharding(mesh, P("seeds"))
   step = _step(net, tx, rule, mesh)
+  seeds_step = over_seeds(step, num_seeds, (0, None, None, 0))
 
   def keep_active(active, new, old):
     return jnp.where(active.reshape(-1, *(1,) * (new.ndim - 1)), new, old)
@@ -122,9 +128,7 @@ def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
   def chunk(state, loss_sum, active, x_all, y_all, idx):
     def body(carry, idx_row):  # idx_row: (S, batch)
       state, loss_sum = carry
-      new, loss = jax.vmap(step, (0, None, None, 0), spmd_axis_name="seeds")(
-        state, x_all, y_all, idx_row
-      )
+      new, loss = seeds_step(state, x_all, y_all, idx_row)
       state = jax.tree.map(functools.partial(keep_active, active), new, state)
       return (state, loss_sum + jnp.where(active, loss, 0.0)), None
 
@@ -151,7 +155,7 @@ def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
     jitted scan lets XLA fuse a one-step scan differently, off by rounding.)"""
     del active
     out = lone_steps(_slot(state, 0), loss_sum[0], x_all, y_all, idx[:, 0])
-    return jax.tree.map(lambda v: v[None], out)
+    return _stack([out])
 
   return lone_chunk
 
@@ -407,18 +411,16 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
   several = num_seeds > 1
   seeds = jnp.arange(config.seed, config.seed + num_seeds, dtype=jnp.uint32)
 
-  def init_state(key):
-    variables = net.init(key)
+  def init_state(seed):
+    variables = net.init(jax.random.key(seed))
     return {
       "params": variables["params"],
       "fixed": variables["fixed"],
       "opt_state": tx.init(variables["params"]),
     }
 
-  if several:
-    state = jax.vmap(init_state)(jax.vmap(jax.random.key)(seeds))
-  else:
-    state = jax.tree.map(lambda v: v[None], init_state(jax.random.key(config.seed)))
+  # One compiled call: drawn op by op, the init of a digits net took 3 s.
+  state = jax.jit(over_seeds(init_state, num_seeds, (0,)))(seeds)
   per_seed = NamedSharding(mesh, P("seeds"))
   replicated = NamedSharding(mesh, P())
   x_all, y_all = jax.device_put((ds.train_x, ds.train_y), replicated)
@@ -499,13 +501,13 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
           restored if e == run.epoch else run_folder.restore_step(run.manager, e, fresh)
         )
         if kept is not None:
-          one = jax.tree.map(lambda v: v[None], kept)
+          one = _stack([kept])
           row = make_rows(e, one, [(0, run)], make_eval_step(net, mesh))[run.seed]
           run.history.append(row)
           print(f"rebuilt the evaluation of epoch {e} from its checkpoint", flush=True)
     run.history.sort(key=lambda row: row["epoch"])
     states[slot] = restored
-  state = jax.device_put(jax.tree.map(lambda *v: jnp.stack(v), *states), per_seed)
+  state = jax.device_put(_stack(states), per_seed)
 
   for run in seed_states:
     if run.done:
@@ -529,6 +531,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
       run.done = run.stopped_early or run.epoch >= config.num_epochs
 
   show = config.progress and sys.stderr.isatty()
+  saved = time.time()
   while not all(run.done for run in seed_states):
     # Seeds behind the others (a resume) catch up first; stopped seeds stay frozen.
     epoch = 1 + min(run.epoch for run in seed_states if not run.done)
@@ -553,7 +556,8 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
       if not math.isfinite(loss_sum[run.slot]):
         run.failure = (
           f"{f'seed {run.seed}: ' if several else ''}non-finite training loss in epoch "
-          f"{epoch} ({loss_sum[run.slot]}); the checkpoint of epoch {epoch - 1} is kept"
+          f"{epoch} ({loss_sum[run.slot]}); its checkpoints up to epoch {epoch - 1} are "
+          "kept"
         )
         run.done = True
     going = [run for run in going if run.failure is None]
@@ -563,8 +567,13 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
         run = seed_states[seed - config.seed]
         log(run, row)
         run.stopped_early = config.stop_at_zero_train_error and row["train_error"] == 0
+    # Every evaluation (the last epoch is one) is checkpointed, and otherwise at most
+    # one epoch per checkpoint_every_s: a resume replays the epochs since.
+    if due or time.time() - saved >= config.checkpoint_every_s:
+      for run in going:
+        run_folder.save(run.manager, epoch, _slot(state, run.slot))
+      saved = time.time()
     for run in going:
-      run_folder.save(run.manager, epoch, _slot(state, run.slot))
       run.done = run.stopped_early or epoch >= config.num_epochs
 
   summaries = []

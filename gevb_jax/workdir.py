@@ -6,7 +6,8 @@ A workdir holds
   config.json       the run's config, claimed before anything else is written;
   metrics.jsonl     one JSON object per evaluation, appended as the run goes;
   events.out.*      the same scalars for TensorBoard;
-  checkpoints/      orbax checkpoints, one per epoch (the latest kept, and those at
+  checkpoints/      orbax checkpoints at evaluations and between them at most every
+                    ``checkpoint_every_s`` (the latest kept, and those at
                     evaluations);
   checksums/        the SHA-256 of each checkpoint's arrays, checked on restore;
   summary.json      written last: a run with a summary is finished;
@@ -50,6 +51,7 @@ NOT_IDENTITY = (
   "overwrite",
   "memory_budget_mb",
   "steps_per_call",
+  "checkpoint_every_s",
   "num_seeds",
   "data.cache_dir",
   "data.mirror",
