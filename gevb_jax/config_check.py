@@ -37,6 +37,10 @@ def _integer(config, field, low, high=None):
     _fail(field, value, f"must be {limit}")
 
 
+def _is_number(value):
+  return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
 def check_config(config):
   """Ranges of the fields that need no data (``make_network`` and
   ``rules.check_rule`` check the architecture and the rule)."""
@@ -54,11 +58,13 @@ def check_config(config):
   _integer(config, "metrics.alignment_examples", 1)
   _integer(config, "metrics.tsne_examples", 0)
   _integer(config, "metrics.tsne_iters", 1)
-  every = config.checkpoint_every_s
-  if isinstance(every, bool) or not isinstance(every, (int, float)) or not every >= 0:
+  every, decay = config.checkpoint_every_s, config.kp_weight_decay
+  if not _is_number(every) or not every >= 0:
     _fail("checkpoint_every_s", every, "must be a number of seconds >= 0")
+  if not _is_number(decay) or not (math.isfinite(decay) and decay >= 0):
+    _fail("kp_weight_decay", decay, "must be a finite number >= 0")
   lr = config.learning_rate
-  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr):
+  if not _is_number(lr) or not math.isfinite(lr):
     _fail("learning_rate", lr, "must be a finite number > 0")
   if lr <= 0:
     _fail("learning_rate", lr, "must be > 0 (Adam steps against the update)")

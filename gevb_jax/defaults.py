@@ -37,6 +37,9 @@ def base_config():
   config.eval_batch_size = 1000  # at most; smaller if memory_budget_mb says so
   config.memory_budget_mb = 512  # activations of one evaluation/alignment batch
   config.learning_rate = 3e-4
+  # Kolen-Pollack ("kp") only: decoupled weight decay (AdamW's) of every weight and of
+  # the backward kernels, which makes them converge to the weights (Akrout et al. 2019).
+  config.kp_weight_decay = 0.1
   config.stop_at_zero_train_error = True
 
   config.metrics = ml_collections.ConfigDict()

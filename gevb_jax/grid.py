@@ -16,10 +16,20 @@ CLUSTERED_ARCHS = ("conv", "lc")
 # Vectorized networks have K = num_classes components per unit (VNNs); conventional
 # ones K = 1.
 KINDS = ("vectorized", "conventional")
-# The rules each kind admits. The first is the one the paper compares with BP:
-# GEVB (Eq. 9) in vectorized networks, DFA (Eq. 5) in conventional ones.
-RULES = {"vectorized": ("gevb", "bp"), "conventional": ("dfa", "bp")}
-APPROX_RULE = {kind: rules[0] for kind, rules in RULES.items()}
+# The rules of the paper's Tables 1-2 per kind. The first is the one the paper compares
+# with BP: GEVB (Eq. 9) in vectorized networks, DFA (Eq. 5) in conventional ones.
+PAPER_RULES = {"vectorized": ("gevb", "bp"), "conventional": ("dfa", "bp")}
+APPROX_RULE = {kind: rules[0] for kind, rules in PAPER_RULES.items()}
+# Beyond the paper, conventional networks also train by feedback alignment ("fa",
+# Lillicrap et al. 2016), Kolen-Pollack ("kp", Akrout et al. 2019) and sign symmetry
+# ("sign", Liao et al. 2016): rules that send the error back layer by layer through
+# other matrices than the forward weights' transposes.
+FEEDBACK_RULES = ("fa", "kp", "sign")
+# Every rule each kind admits.
+RULES = {
+  "vectorized": PAPER_RULES["vectorized"],
+  "conventional": PAPER_RULES["conventional"] + FEEDBACK_RULES,
+}
 # Grid files and run folders written before the kinds were spelled out.
 OLD_KIND_NAMES = {"vec": "vectorized", "conv": "conventional"}
 
@@ -79,7 +89,7 @@ COLUMNS = tuple(
   (k == KINDS[0], nonneg, rule)
   for k in KINDS
   for nonneg in (True, False)
-  for rule in RULES[k]
+  for rule in PAPER_RULES[k]
 )
 # The 24 experiments of one table.
 GRID = tuple(Experiment(arch, *column) for arch in ARCHS for column in COLUMNS)

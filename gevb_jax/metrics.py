@@ -7,6 +7,8 @@ postsynaptic derivative term excluded as in the paper (Launay et al.'s conventio
   the constant vector 1, so ``cos theta = delta_hat . 1 / (|delta_hat| sqrt(n))``
   (Eq. 20) and ``tan theta = r`` (Eq. 24).
 * DFA in a conventional net: the true signal ``dL/da^l`` against DFA's ``e B_l``.
+* FA, KP and sign symmetry in a conventional net: ``dL/da^l`` against the signal the
+  rule's backward kernels send to the layer's units.
 
 Angles are computed per example and averaged over the batch, in degrees. Conv and LC
 layers count every (position, channel) as a unit.
@@ -18,6 +20,8 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from gevb_jax import rules
 
 # Signals of smaller norm have no direction to measure (compute_angle's 1e-6).
 MIN_NORM = 1e-6
@@ -66,10 +70,10 @@ def _chunks(n, batch_size):
 def alignment(net, variables, x, labels, rule, batch_size=None):
   """Mean angle (degrees) between ``rule``'s signal and the gradient, per hidden layer.
 
-  Returns ``{layer name: degrees}`` for "gevb" (vectorized) and "dfa" (conventional),
-  and ``{}`` for "bp", whose updates are the gradient, or for no examples. Examples
-  where either signal's norm is at most ``MIN_NORM`` (no active path, Appendix C) are
-  left out of the mean, as the released analysis does
+  Returns ``{layer name: degrees}`` for "gevb" (vectorized) and "dfa", "fa", "kp" and
+  "sign" (conventional), and ``{}`` for "bp", whose updates are the gradient, or for no
+  examples. Examples where either signal's norm is at most ``MIN_NORM`` (no active
+  path, Appendix C) are left out of the mean, as the released analysis does
   (``alignment_and_concentration_viz.ipynb``, cell 3, ``compute_angle``).
   ``batch_size`` bounds the examples measured at once (the gradient here is the K-wide
   one of plain autodiff); the mean is over all of ``x``.
@@ -101,11 +105,21 @@ def _alignment_sums(net, variables, x, labels, rule):
       onehot = jax.nn.one_hot(labels, net.num_classes)
       return -jnp.sum(onehot * jax.nn.log_softmax(logits))
 
-    logits = net.apply(variables, x)
-    e = jax.nn.softmax(logits) - jax.nn.one_hot(labels, net.num_classes)
     grads = _tap_gradients(net, variables, x, total_loss)
     true = _first_component(net, grads)
-    rule_signal = {n: e @ variables["fixed"][n]["feedback"] for n in true}
+    if rule == "dfa":
+      logits = net.apply(variables, x)
+      e = jax.nn.softmax(logits) - jax.nn.one_hot(labels, net.num_classes)
+      rule_signal = {n: e @ variables["fixed"][n]["feedback"] for n in true}
+    else:  # FA, KP, sign: what their kernels send back to each layer's units.
+      taps = {
+        info.name: jnp.zeros((x.shape[0], *info.out_shape), x.dtype)
+        for info in net.hidden
+      }
+      sent = jax.grad(
+        lambda t: total_loss(rules.logits_with_rule(net, variables, x, rule, d_taps=t))
+      )(taps)
+      rule_signal = {n: sent[n].reshape(len(x), -1) for n in true}
   sums, counts = {}, {}
   for name, d in true.items():
     angles = _angles_deg(rule_signal[name], d)
@@ -115,6 +129,36 @@ def _alignment_sums(net, variables, x, labels, rule):
     sums[name] = jnp.sum(jnp.where(valid, angles, 0.0))
     counts[name] = valid.sum()
   return sums, counts
+
+
+def sign_agreement(net, variables, x, labels, rule):
+  """Per hidden layer, the fraction of weight entries whose update under ``rule`` has
+  the sign of the gradient's, over the entries where the gradient is not zero.
+
+  Both are the updates of one step on the batch ``x`` (sums over its examples). For
+  GEVB in a nonnegative VNN the signs agree for every single example (Section 4;
+  ``tests/test_rules.py``); summed over a batch, examples weigh differently in the
+  two, and this measures how often the sum keeps the sign. ``{}`` for "bp" or no
+  examples.
+  """
+  if rule == "bp" or not len(x):
+    return {}
+  matches, counts = _sign_matches(net, variables, x, labels, rule)
+  return {name: float(matches[name]) / max(int(counts[name]), 1) for name in matches}
+
+
+@functools.partial(jax.jit, static_argnames=("net", "rule"))
+def _sign_matches(net, variables, x, labels, rule):
+  """Per hidden layer: matching signs, and nonzero gradient entries."""
+  _, updates = rules.loss_and_updates(net, variables, x, labels, rule)
+  _, grads = rules.loss_and_updates(net, variables, x, labels, "bp")
+  matches, counts = {}, {}
+  for info in net.hidden:
+    u, g = updates[info.name]["w"], grads[info.name]["w"]
+    nonzero = g != 0
+    matches[info.name] = jnp.sum(nonzero & (jnp.sign(u) == jnp.sign(g)))
+    counts[info.name] = jnp.sum(nonzero)
+  return matches, counts
 
 
 def relative_std(net, variables, x, batch_size=None):

@@ -95,6 +95,11 @@ class Network:
   num_classes: int
   vectorized: bool
   nonneg: bool
+  # Kernels that carry the error backward in place of the forward weights' transposes,
+  # one per weighted layer past the first (rules.BACKWARD_KERNELS): "" none, "fixed"
+  # (feedback alignment: drawn once, in ``fixed``) or "learned" (Kolen-Pollack: trained
+  # beside the weights, in ``params``).
+  backward_kernels: str = ""
 
   @property
   def num_components(self):
@@ -163,13 +168,15 @@ class Network:
     return shape
 
   def init(self, rng):
-    """Variables: ``{"params": {name: {w, b}}, "fixed": {name: {t[, feedback]}}}``.
+    """Variables: ``{"params": {name: {w, b[, w_back]}}, "fixed": {name: {t[,
+    feedback][, w_back]}}}``.
 
     Mixed-sign networks get He weights; nonnegative ones ON/OFF weights (Eq. 16); in
     both the first weighted layer has std ``1 / sqrt(fan_in)`` (see ``init.py``).
     Biases start at zero. ``fixed`` holds what is drawn once and never trained: gating
     vectors for every hidden layer and, in conventional networks, each layer's slice
-    of the one DFA feedback matrix.
+    of the one DFA feedback matrix. With ``backward_kernels``, every weighted layer
+    past the first also gets ``w_back``, a kernel shaped and drawn like its weights.
     """
     params, fixed = {}, {}
     k = self.num_components
@@ -199,6 +206,20 @@ class Network:
       )
       for info, b in zip(self.hidden, feedback):
         fixed[info.name]["feedback"] = b
+    if self.backward_kernels:
+      # Drawn like the layer's own weights, from keys of their own: the network's other
+      # variables are those of a net without backward kernels.
+      where = params if self.backward_kernels == "learned" else fixed
+      for index, info in enumerate(self.weighted[1:], 1):
+        key = jax.random.fold_in(rng_feedback, index)
+        shape, fan_in = self.kernel_shape(info), info.layer.fan_in(info.in_shape)
+        if self.nonneg:
+          w = initializers.on_off_kernel(
+            key, shape, fan_in, in_axis=info.layer.in_axis, first=False
+          )
+        else:
+          w = initializers.mixed_sign_kernel(key, shape, fan_in, first=False)
+        where.setdefault(info.name, {})["w_back"] = w
     return {"params": params, "fixed": fixed}
 
   def apply(self, variables, x, taps=None):
@@ -286,7 +307,16 @@ def forward(net, variables, x, weighted_call, eb=None):
   return state[0]
 
 
-def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=None):
+def make_network(
+  arch,
+  *,
+  input_shape,
+  num_classes,
+  vectorized,
+  nonneg,
+  widths=None,
+  backward_kernels="",
+):
   """Builds one of the paper's 12 networks for any input shape and class count.
 
   Args:
@@ -299,6 +329,8 @@ def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=N
     nonneg: nonnegative weights past the first layer, ON/OFF initialised.
     widths: optional widths (units or channels) replacing those of the hidden
       weighted layers, in order. They must be even (ON/OFF pairs).
+    backward_kernels: "" (none), "fixed" or "learned": see ``Network``; only for
+      conventional networks. ``rules.backward_kernels(rule)`` says which a rule needs.
 
   Returns:
     A :class:`Network`.
@@ -332,6 +364,13 @@ def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=N
   bad = [hidden[i].features for i in slots if hidden[i].features % 2]
   if bad:
     raise ValueError(f"widths must be even (ON/OFF unit pairs), got {bad}")
+  if backward_kernels not in ("", "fixed", "learned"):
+    raise ValueError(
+      f'unknown backward_kernels {backward_kernels!r}; choose one of "", "fixed", '
+      '"learned"'
+    )
+  if backward_kernels and vectorized:
+    raise ValueError("backward kernels are for conventional networks (vectorized=False)")
   readout = L.Dense(1 if vectorized else num_classes)
   net = Network(
     tuple(hidden) + (readout,),
@@ -339,6 +378,7 @@ def make_network(arch, *, input_shape, num_classes, vectorized, nonneg, widths=N
     int(num_classes),
     bool(vectorized),
     bool(nonneg),
+    backward_kernels,
   )
   _ = net.info  # Validates shapes now rather than at first use.
   return net

@@ -1,7 +1,9 @@
 """Learning rules swapped into ``jax.grad`` through ``jax.custom_vjp``.
 
 Vectorized networks: "bp" (the exact gradient, Eqs. 11-14) and "gevb" (Eq. 9).
-Conventional networks: "bp" (plain autodiff) and "dfa" (Eq. 5).
+Conventional networks: "bp" (plain autodiff), "dfa" (Eq. 5), and beyond the paper
+"fa" (feedback alignment), "kp" (Kolen-Pollack) and "sign" (sign symmetry), which send
+``d`` back through other kernels than the weights (``_backward_kernel``).
 
 Mechanism. Every weighted layer is wrapped in a ``custom_vjp`` whose forward is the
 ordinary layer and whose backward computes the rule's update from what it saved (its
@@ -11,10 +13,10 @@ input and its gate mask) and two signals that travel backward beside the activat
   unchanged and added to the logits. Its cotangent is therefore the error vector
   ``e = dL/dlogits`` (``softmax - onehot`` over the batch size), which reaches every
   layer's backward: the global broadcast of GEVB and the input of DFA's projections.
-* ``d``, only for "bp" in vectorized nets, is a zero array with one scalar per unit;
-  its cotangent is ``delta_hat`` of Eq. 13, the scalar Jacobian
-  ``da^L/da^l = delta_hat I`` (Eq. 12). Pooling and flattening act on it as on one
-  vector component.
+* ``d``, for "bp" in vectorized nets and for "fa", "kp" and "sign", is a zero array
+  with one scalar per unit; its cotangent is ``delta_hat`` of Eq. 13, the scalar
+  Jacobian ``da^L/da^l = delta_hat I`` (Eq. 12), or the signal the feedback kernels
+  send back. Pooling and flattening act on it as on one vector component.
 
 The activation's own cotangent is never used (each backward returns zeros for it), so
 no K-sized signal travels backward. A layer's update is::
@@ -24,11 +26,12 @@ no K-sized signal travels backward. A layer's update is::
                                                with output cotangent s
 
 where ``s`` is the postsynaptic factor (GEVB: ``G``; BP: ``G * delta_hat``; DFA:
-``G * (e B)``; readout: 1, or ``e`` in a conventional net) and ``E`` the component
-factor (``e`` in vectorized nets, 1 in conventional ones). Contracting the presynaptic
-activity with ``e`` first makes every update past the first layer cost about 1/K of the
-layer's forward pass. Returned updates use the gradient's sign convention: optimizers
-descend along their negative, so GEVB's ``Delta w`` of Eq. 9 is ``-update``.
+``G * (e B)``; FA, KP, sign: ``G * d``; readout: 1, or ``e`` in a conventional net)
+and ``E`` the component factor (``e`` in vectorized nets, 1 in conventional ones).
+Contracting the presynaptic activity with ``e`` first makes every update past the first
+layer cost about 1/K of the layer's forward pass. Returned updates use the gradient's
+sign convention: optimizers descend along their negative, so GEVB's ``Delta w`` of
+Eq. 9 is ``-update``.
 """
 
 import functools
@@ -42,6 +45,16 @@ from gevb_jax import layers as L
 
 VECTORIZED_RULES = grid.RULES["vectorized"]
 CONVENTIONAL_RULES = grid.RULES["conventional"]
+# Rules that send a signal ``d`` (one scalar per unit) back layer by layer: the
+# vectorized net's exact gradient (Eq. 13, through each layer's weights) and, in
+# conventional nets, the rules that send it through other kernels (``_backward_kernel``).
+LAYERWISE_RULES = ("bp", *grid.FEEDBACK_RULES)
+
+
+def backward_kernels(rule):
+  """The ``models.Network.backward_kernels`` that ``rule`` needs: "fixed" for feedback
+  alignment, "learned" for Kolen-Pollack, "" for every other rule."""
+  return {"fa": "fixed", "kp": "learned"}.get(rule, "")
 
 
 def check_rule(net, rule):
@@ -51,6 +64,12 @@ def check_rule(net, rule):
     raise ValueError(
       f"rule {rule!r} does not apply to {kind} networks; "
       f"valid rules: {', '.join(grid.RULES[kind])}"
+    )
+  needed = backward_kernels(rule)
+  if needed and net.backward_kernels != needed:
+    raise ValueError(
+      f"rule {rule!r} needs a network made with backward_kernels={needed!r}; "
+      f"this one has {net.backward_kernels!r}"
     )
 
 
@@ -67,9 +86,24 @@ def _postsynaptic(rule, info, fixed, mask, e, delta_hat, vectorized):
   g = mask.astype(e.dtype)
   if rule == "gevb":
     return g  # Eq. 9: delta_hat := 1.
-  if rule == "bp":
-    return g * delta_hat  # Eq. 14.
+  if rule in LAYERWISE_RULES:
+    return g * delta_hat  # Eq. 14; FA, KP and sign: the signal their kernels sent.
   return g * (e @ fixed["feedback"]).reshape(g.shape)  # Eq. 5: delta = B e.
+
+
+def _backward_kernel(rule, params, fixed):
+  """The kernel that takes a layer's signal back to its input, in the forward
+  kernel's shape (the layer's input-vjp with it applies its transpose): the weights
+  themselves for BP, a fixed random kernel for feedback alignment (Lillicrap et al.
+  2016), a learned one for Kolen-Pollack (Akrout et al. 2019), the weights' signs for
+  sign symmetry (Liao et al. 2016)."""
+  if rule == "fa":
+    return fixed["w_back"]
+  if rule == "kp":
+    return params["w_back"]
+  if rule == "sign":
+    return jnp.sign(params["w"])
+  return params["w"]
 
 
 @functools.cache
@@ -87,7 +121,9 @@ def _layer_with_rule(net, info, rule):
     if info.readout:
       return out + eb, (params, fixed, a, mask)
     # One scalar per unit of ``out``: (B, *S, C) after any fused pooling.
-    d_out = jnp.zeros((out.shape[0], *out.shape[2:]), a.dtype) if rule == "bp" else None
+    d_out = None
+    if rule in LAYERWISE_RULES:
+      d_out = jnp.zeros((out.shape[0], *out.shape[2:]), a.dtype)
     return (out, eb, d_out), (params, fixed, a, mask)
 
   def bwd(res, cotangent):
@@ -118,32 +154,49 @@ def _layer_with_rule(net, info, rule):
       gw, delta_in = vjp(s)
       if rule == "bp":
         d_in = delta_in  # Eq. 13: delta_hat_j = sum_i w_ij G_i delta_hat_i.
+      elif rule in LAYERWISE_RULES:  # delta_j = sum_i B_ij s_i, B in W's place.
+        kernel = _backward_kernel(rule, params, fixed)
+        _, vjp_in = jax.vjp(lambda p: info.layer.lin(kernel, p), pre)
+        (d_in,) = vjp_in(s)
+    updates = {"w": gw, "b": gb}
+    if "w_back" in params:  # Kolen-Pollack: the kernel gets the weights' update.
+      updates["w_back"] = gw
     zeros = jax.tree_util.tree_map(jnp.zeros_like, (fixed, a))
-    return ({"w": gw, "b": gb}, *zeros, e, d_in)
+    return (updates, *zeros, e, d_in)
 
   layer = jax.custom_vjp(lambda *args: fwd(*args)[0])
   layer.defvjp(fwd, bwd)
   return layer
 
 
-def _rule_layer(rule):
+def _rule_layer(rule, d_taps):
   def call(net, info, params, fixed, state):
     a, eb, d = state
     out = _layer_with_rule(net, info, rule)(params, fixed, a, eb, d)
-    return (out, None, None) if info.readout else out
+    if info.readout:
+      return out, None, None
+    if d_taps is not None and info.name in d_taps:
+      out = (out[0], out[1], out[2] + d_taps[info.name])
+    return out
 
   return call
 
 
-def logits_with_rule(net, variables, x, rule):
+def logits_with_rule(net, variables, x, rule, d_taps=None):
   """Logits whose ``jax.grad`` yields ``rule``'s updates (plain ones for conventional
-  "bp", whose exact gradient ordinary autodiff already computes at no extra cost)."""
+  "bp", whose exact gradient ordinary autodiff already computes at no extra cost).
+
+  ``d_taps`` (layer-wise rules only) maps hidden-layer names to arrays ``(B, *S, C)``
+  added to the signal ``d`` that leaves that layer: differentiating with respect to
+  them gives the signal the rule sends back to each layer's units (the alignment
+  metrics use it).
+  """
   check_rule(net, rule)
   if rule == "bp" and not net.vectorized:
     return net.apply(variables, x)
   batch = x.shape[0]
   eb = jnp.zeros((batch, net.num_classes), x.dtype)
-  return models.forward(net, variables, x, _rule_layer(rule), eb=eb)
+  return models.forward(net, variables, x, _rule_layer(rule, d_taps), eb=eb)
 
 
 def cross_entropy(logits, labels):

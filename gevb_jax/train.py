@@ -8,8 +8,10 @@ evaluation and at most ``checkpoint_every_s`` apart between them; the latest kep
 those at evaluations) and ``summary.json``.
 
 Resuming is exact: an epoch's batches depend only on ``(seed, epoch)``, and the
-state is checkpointed at epoch ends, so a run killed at any moment and rerun ends
-with the same parameters and metrics as one that never stopped.
+state is checkpointed at epoch ends, so a run killed at any moment and rerun replays
+the epochs since its last checkpoint and ends with the same parameters and metrics as
+one that never stopped. With ``config.num_seeds`` > 1 the seeds train as one program,
+each seed in its own workdir (``seed_runs``).
 """
 
 import contextlib
@@ -359,11 +361,16 @@ def train_and_evaluate(config, workdir):
     vectorized=config.model.vectorized,
     nonneg=config.model.nonneg,
     widths=config.model.widths,
+    backward_kernels=rules.backward_kernels(config.rule),
   )
   rules.check_rule(net, config.rule)
   config_check.check_memory(net, config, ds)
   eval_batch, probe_batch = memory_bounded_batches(net, config, data_devices)
-  tx = gevb_jax.make_optimizer(net, learning_rate=config.learning_rate)
+  tx = gevb_jax.make_optimizer(
+    net,
+    learning_rate=config.learning_rate,
+    weight_decay=config.kp_weight_decay if config.rule == "kp" else 0.0,
+  )
   # Only a run that can start claims its workdirs: a bad value leaves them as they were.
   with contextlib.ExitStack() as locks:
     for _, w in runs:
@@ -461,6 +468,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
         row["alignment"] = metrics.alignment(
           net, one, *probe, config.rule, batch_size=probe_batch
         )
+        row["sign_agreement"] = metrics.sign_agreement(net, one, *probe, config.rule)
         if epoch == 0 and net.vectorized:
           row["relative_std"] = metrics.relative_std(
             net, one, probe[0], batch_size=probe_batch

@@ -34,6 +34,8 @@ import orbax.checkpoint as ocp
 import tensorboardX
 from absl import logging
 
+from gevb_jax.defaults import base_config
+
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 SUMMARY = "summary.json"
@@ -151,6 +153,9 @@ def _flatten(d, prefix=""):
 def config_changes(config, workdir):
   """``"key: old -> new"`` for every field that differs from the workdir's run.
 
+  A field the workdir's config lacks counts at its default (``defaults``): runs begun
+  before a field existed resume under a config that leaves it at its default.
+
   Args:
     config: an ``ml_collections.ConfigDict``.
     workdir: the run folder; ``[]`` if it holds no config yet.
@@ -161,7 +166,10 @@ def config_changes(config, workdir):
     return [str(err)]
   if old is None:
     return []
-  old, new = _flatten(old), _flatten(json.loads(config.to_json()))
+  # A field added to the defaults after the run began had its default in the run.
+  defaults = _flatten(json.loads(base_config().to_json()))
+  old = {**defaults, **_flatten(old)}
+  new = _flatten(json.loads(config.to_json()))
   return [
     f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
     for k in sorted(set(new) | set(old))

@@ -82,7 +82,8 @@ class Grid:
   archs: Sequence[str] = grid.ARCHS
   kinds: Sequence[str] = grid.KINDS
   nonneg: Sequence[bool] = (True, False)
-  # Kinds missing here get all the rules they admit, grid.RULES[kind].
+  # Kinds missing here get the paper's rules, grid.PAPER_RULES[kind]; any of
+  # grid.RULES[kind] may be listed.
   rules: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -119,7 +120,7 @@ class Grid:
 
   def rules_for(self, kind):
     """The rules swept for networks of ``kind`` ("vectorized" or "conventional")."""
-    return self.rules.get(kind, grid.RULES[kind])
+    return self.rules.get(kind, grid.PAPER_RULES[kind])
 
 
 GRIDS = {

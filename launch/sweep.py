@@ -60,8 +60,9 @@ JSON file holding one object with these keys:
   nonneg     list of booleans   subset of true, false (default: both)
   rules      object             kind -> list of rules, e.g.
                                 {"vectorized": ["gevb"]}; "vectorized" admits
-                                gevb, bp and "conventional" dfa, bp
-                                (default: both rules of every kind)
+                                gevb, bp and "conventional" dfa, bp, fa, kp,
+                                sign (default: the paper's two rules per kind,
+                                gevb, bp and dfa, bp)
   overrides  object             config key -> string, number or boolean,
                                 passed as --config.<key>=<value>
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import gevb_jax
-from gevb_jax import metrics
+from gevb_jax import metrics, rules
 
 INPUT = (8, 8, 1)  # Digits-shaped.
 CLASSES = 10
@@ -166,3 +166,58 @@ def test_no_examples_measure_nothing():
   x, labels = _batch(batch=4)
   assert metrics.alignment(net, variables, x[:0], labels[:0], "gevb", batch_size=2) == {}
   assert metrics.relative_std(net, variables, x[:0]) == {}
+
+
+@pytest.mark.parametrize("rule", ["fa", "sign"])
+def test_layerwise_rules_are_measured_against_what_their_kernels_send_back(rule):
+  """Last hidden layer: FA sends ``e`` back through its fixed kernel, sign symmetry
+  through the readout's signs; the angle is the one to dL/da of that layer."""
+  net = gevb_jax.make_network(
+    "fc",
+    input_shape=INPUT,
+    num_classes=CLASSES,
+    vectorized=False,
+    nonneg=False,
+    widths=(16, 12),
+    backward_kernels=rules.backward_kernels(rule),
+  )
+  variables = net.init(jax.random.key(4))
+  x, y = _batch(batch=8)
+  logits = net.apply(variables, x)
+  e = np.asarray(jax.nn.softmax(logits) - jax.nn.one_hot(y, CLASSES))
+  readout = variables["params"]["readout"]["w"]  # (n, C)
+  kernel = variables["fixed"]["readout"]["w_back"] if rule == "fa" else np.sign(readout)
+  sent = e @ np.asarray(kernel).T  # (B, n)
+
+  def total_loss(logits):
+    return -jnp.sum(jax.nn.one_hot(y, CLASSES) * jax.nn.log_softmax(logits))
+
+  last = net.hidden[-1].name
+  grads = metrics._tap_gradients(net, variables, x, total_loss)
+  true = np.asarray(metrics._first_component(net, grads)[last])  # dL/da, (B, n)
+  cos = np.sum(sent * true, -1) / (
+    np.linalg.norm(sent, axis=-1) * np.linalg.norm(true, axis=-1)
+  )
+  expected = np.degrees(np.arccos(np.clip(cos, -1, 1))).mean()
+  got = metrics.alignment(net, variables, x, y, rule)
+  assert got[last] == pytest.approx(expected, abs=1e-3)
+  assert set(got) == {info.name for info in net.hidden}
+
+
+def test_sign_agreement_counts_matching_update_signs():
+  """Against a count by hand; 1 for every layer of a nonneg VNN on one example (GEVB's
+  single-example sign theorem), below 1 for DFA."""
+  x, y = _batch(batch=8)
+  vnn, variables = _net("fc", (16, 12))
+  one = metrics.sign_agreement(vnn, variables, x[:1], y[:1], "gevb")
+  assert one == {info.name: 1.0 for info in vnn.hidden}
+  conventional, variables = _net("fc", (16, 12), vectorized=False)
+  got = metrics.sign_agreement(conventional, variables, x, y, "dfa")
+  _, updates = gevb_jax.loss_and_updates(conventional, variables, x, y, "dfa")
+  _, grads = gevb_jax.loss_and_updates(conventional, variables, x, y, "bp")
+  for info in conventional.hidden:
+    u, g = np.asarray(updates[info.name]["w"]), np.asarray(grads[info.name]["w"])
+    by_hand = np.mean(np.sign(u[g != 0]) == np.sign(g[g != 0]))
+    assert got[info.name] == pytest.approx(by_hand)
+  assert min(got.values()) < 1.0
+  assert metrics.sign_agreement(conventional, variables, x, y, "bp") == {}

@@ -121,3 +121,41 @@ def test_projection_after_adam(arch, nonneg):
     assert (leaf == 0).any(), key
     # Without the projection Adam would have made some of them negative.
     assert (_leaves(plain_params, mask, True)[key] < 0).any(), key
+
+
+@pytest.mark.parametrize("nonneg", [False, True])
+def test_kolen_pollack_kernels_get_the_weights_updates_and_decay_toward_them(nonneg):
+  """Same update and same decoupled decay on W and B: without the nonneg clip,
+  W - B shrinks by exactly (1 - lr * decay) per step; the biases do not decay."""
+  net = gevb_jax.make_network(
+    "fc",
+    input_shape=(8, 8, 1),
+    num_classes=4,
+    vectorized=False,
+    nonneg=nonneg,
+    widths=SMALL["fc"],
+    backward_kernels="learned",
+  )
+  lr, decay, steps = 1e-2, 5.0, 6
+  tx = gevb_jax.make_optimizer(net, learning_rate=lr, weight_decay=decay)
+  params = net.init(jax.random.key(0))["params"]
+  variables = net.init(jax.random.key(0))
+  state = tx.init(params)
+  x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1), minval=-1.0, maxval=1.0)
+  y = jnp.arange(8) % 4
+  gap0 = {n: params[n]["w"] - params[n]["w_back"] for n in ("dense_1", "readout")}
+  for _ in range(steps):
+    _, updates = gevb_jax.loss_and_updates(
+      net, {**variables, "params": params}, x, y, "kp"
+    )
+    updates, state = tx.update(updates, state, params)
+    params = optax.apply_updates(params, updates)
+  for name, gap in gap0.items():
+    now = params[name]["w"] - params[name]["w_back"]
+    if nonneg:  # The clip at zero only ever closes the gap.
+      assert np.all(np.abs(now) <= np.abs(gap) + 1e-6)
+    else:
+      np.testing.assert_allclose(
+        now, gap * (1 - lr * decay) ** steps, rtol=1e-4, atol=1e-6
+      )
+  assert "w_back" not in params["dense_0"]

@@ -10,6 +10,7 @@ import pytest
 
 import gevb_jax
 from gevb_jax import layers as L
+from gevb_jax import rules
 
 # Small widths keep every architecture fast; shapes: (1-channel -> Table 3, 3 -> Table 4).
 WIDTHS = {
@@ -190,6 +191,80 @@ def test_single_example_gradient_sign_matches_gevb_in_nonneg_fc_vnn(
       nonzero = g != 0
       assert np.all(np.sign(g[nonzero]) == np.sign(u[nonzero])), (name, leaf)
   chex.assert_trees_all_close(gevb["readout"], grads["readout"], rtol=1e-6)
+
+
+def _layerwise_reference(net, variables, x, y, kernels):
+  """Plain autodiff of a forward pass whose every weighted layer past the first takes
+  its input-gradient through ``kernels[name]`` instead of its weights: the value is
+  ``lin(w, a)``, the weights' gradient comes through ``lin(w, stop_gradient(a))`` and
+  the signal to the layer below through ``lin(kernel, a) - stop_gradient(...)``."""
+
+  def loss(params):
+    a = x
+    for info in net.info:
+      if not hasattr(info.layer, "lin"):
+        a = L.apply_unweighted(info.layer, a, info.vectorized_input)
+        continue
+      p = params[info.name]
+      h = L.linear(info.layer, p["w"], jax.lax.stop_gradient(a), 1, info.first)
+      if not info.first:
+        through = L.linear(info.layer, kernels[info.name], a, 1, False)
+        h = h + through - jax.lax.stop_gradient(through)
+      h = h + p["b"]
+      if info.readout:
+        return gevb_jax.cross_entropy(h.reshape(h.shape[0], -1), y)
+      a, _ = L.gate(h, variables["fixed"][info.name]["t"])
+    raise AssertionError("no readout")
+
+  return jax.grad(loss)(variables["params"])
+
+
+# Every rule on every architecture, each rule on both signs of weights.
+@pytest.mark.parametrize(
+  "rule,arch,nonneg",
+  [
+    (rule, arch, (i + j) % 2 == 0)
+    for i, rule in enumerate(("fa", "kp", "sign"))
+    for j, arch in enumerate(gevb_jax.ARCHS)
+  ],
+)
+def test_fa_kp_and_sign_equal_backprop_through_their_kernels(rule, arch, nonneg):
+  """Each weighted layer's signal goes back through B (FA: fixed and random; KP:
+  learned; sign symmetry: sign(W)) in place of W; the updates are then BP's formula
+  with that signal, and KP's kernel gets its layer's weight update."""
+  net = gevb_jax.make_network(
+    arch,
+    input_shape=(8, 8, 1),
+    num_classes=5,
+    vectorized=False,
+    nonneg=nonneg,
+    widths=WIDTHS[arch, 1],
+    backward_kernels=rules.backward_kernels(rule),
+  )
+  variables = net.init(jax.random.key(2))
+  x, y = _batch(net, batch=3)
+  _, updates = gevb_jax.loss_and_updates(net, variables, x, y, rule)
+  source = {"fa": variables["fixed"], "kp": variables["params"]}.get(rule)
+  kernels = {
+    info.name: jnp.sign(variables["params"][info.name]["w"])
+    if rule == "sign"
+    else source[info.name]["w_back"]
+    for info in net.weighted[1:]
+  }
+  expected = _layerwise_reference(net, variables, x, y, kernels)
+  if rule == "kp":
+    for name in kernels:
+      np.testing.assert_array_equal(updates[name]["w_back"], updates[name]["w"])
+      expected[name]["w_back"] = expected[name]["w"]
+  chex.assert_trees_all_close(updates, expected, rtol=1e-4, atol=1e-6)
+  # The readout's update is its gradient, and the rule is not BP below it.
+  grads = _autodiff(net, variables, x, y)
+  for leaf in ("w", "b"):
+    np.testing.assert_allclose(
+      updates["readout"][leaf], grads["readout"][leaf], rtol=1e-5, atol=1e-7
+    )
+  first = net.weighted[0].name
+  assert not np.allclose(updates[first]["w"], grads[first]["w"])
 
 
 def test_rule_that_does_not_fit_the_network_is_refused():

@@ -14,7 +14,7 @@ import pytest
 
 import gevb_jax
 from configs import default as default_config
-from gevb_jax import clusters, data, metrics, train
+from gevb_jax import clusters, data, grid, metrics, train
 from gevb_jax import workdir as run_folder
 from tests import helpers
 
@@ -66,11 +66,13 @@ def _final_params(workdir):
   return checkpointer.restore(path, target)["params"]
 
 
+# The paper's rules; FA, KP and sign symmetry are pinned against references in
+# tests/test_rules.py and end to end below.
 CASES = [
   (arch, vectorized, rule)
   for arch in gevb_jax.ARCHS
   for vectorized in (True, False)
-  for rule in (gevb_jax.VECTORIZED_RULES if vectorized else gevb_jax.CONVENTIONAL_RULES)
+  for rule in grid.PAPER_RULES[grid.kind(vectorized)]
 ]
 
 
@@ -204,6 +206,44 @@ def test_tsne_embeds_training_examples_and_reports_both_scores(
     clusters.cluster_quality_squared(reps[:, :2], ds.train_y[:n])
   )
   assert quality["fig3b_rms"]["final"] != quality["fig3b_rms"]["init"]
+
+
+def test_kolen_pollack_runs_train_their_kernels_toward_the_weights(tmp_path):
+  """The trainer builds KP's learned kernels, decays them and the weights alike
+  (config.kp_weight_decay) and logs alignment and sign agreement per hidden layer."""
+  config = _config(
+    **{
+      "model.vectorized": False,
+      "model.nonneg": False,
+      "model.widths": (16, 8),
+      "rule": "kp",
+      "num_epochs": 1,
+      "kp_weight_decay": 20.0,
+    }
+  )
+  train.train_and_evaluate(config, str(tmp_path))
+  net = gevb_jax.make_network(
+    "fc",
+    input_shape=(8, 8, 1),
+    num_classes=10,
+    vectorized=False,
+    nonneg=False,
+    widths=(16, 8),
+    backward_kernels="learned",
+  )
+  initial = net.init(jax.random.key(0))["params"]
+  final = _final_params(tmp_path)
+  shrink = (1 - config.learning_rate * config.kp_weight_decay) ** (1437 // 128)
+  for name in ("dense_1", "readout"):
+    np.testing.assert_allclose(
+      final[name]["w"] - final[name]["w_back"],
+      shrink * (initial[name]["w"] - initial[name]["w_back"]),
+      rtol=1e-3,
+      atol=1e-6,
+    )
+  for row in _metrics(tmp_path):
+    assert set(row["alignment"]) == set(row["sign_agreement"]) == {"dense_0", "dense_1"}
+    assert all(0 <= v <= 1 for v in row["sign_agreement"].values())
 
 
 def test_early_stop_at_zero_train_error_and_rerun_is_a_no_op(tmp_path):
