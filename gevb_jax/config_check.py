@@ -11,6 +11,8 @@ import tempfile
 
 import jax
 
+from gevb_jax import output_codes
+
 # Free disk a run needs to start: config, metrics, a few checkpoints of a small net.
 MIN_FREE_DISK_BYTES = 64 * 2**20
 # Parameters, Adam's two moments and the update: float32 copies of every weight.
@@ -74,6 +76,12 @@ def check_config(config):
     or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
   ):
     _fail("model.widths", widths, "must be a tuple of positive integers, e.g. (512,256)")
+  if config.model.output_code not in output_codes.CODES:
+    _fail(
+      "model.output_code",
+      config.model.output_code,
+      f"choose {' or '.join(output_codes.CODES)}",
+    )
 
 
 def check_data(config, ds):

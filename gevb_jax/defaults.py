@@ -24,6 +24,8 @@ def base_config():
   config.model.vectorized = True  # VNN (K = num_classes) or conventional (K = 1)
   config.model.nonneg = True  # weights of layers l > 1 kept >= 0
   config.model.widths = config_dict.placeholder(tuple)  # None: Tables 3-4
+  # Outputs per class code: "onehot" (K = C, the paper's) or "binary" (ceil(log2 C)).
+  config.model.output_code = "onehot"
 
   config.rule = "gevb"  # one of grid.RULES[kind] for the network's kind
   config.seed = 0

@@ -109,7 +109,8 @@ def gating_vectors(key, num_components, num_units, vectorized):
 
 
 def dfa_feedback(key, num_classes, out_shapes, nonneg):
-  """Fixed DFA feedback matrices ``B_l`` (Eq. 5), one ``(num_classes, n_l)`` per layer.
+  """Fixed DFA feedback matrices ``B_l`` (Eq. 5), one ``(num_classes, n_l)`` per layer
+  (``num_classes``: the number of outputs, fewer under a binary output code).
 
   As in the released code (``dfa_util.py:66-76, 84``; Appendix J): one matrix of shape
   ``(num_classes, max_l n_l)``, uniform on [0, 1] for nonnegative networks and on

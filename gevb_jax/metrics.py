@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gevb_jax import rules
+from gevb_jax import output_codes, rules
 
 # Signals of smaller norm have no direction to measure (compute_angle's 1e-6).
 MIN_NORM = 1e-6
@@ -102,14 +102,13 @@ def _alignment_sums(net, variables, x, labels, rule):
   else:
 
     def total_loss(logits):
-      onehot = jax.nn.one_hot(labels, net.num_classes)
-      return -jnp.sum(onehot * jax.nn.log_softmax(logits))
+      return net.loss(logits, labels) * len(labels)
 
     grads = _tap_gradients(net, variables, x, total_loss)
     true = _first_component(net, grads)
     if rule == "dfa":
       logits = net.apply(variables, x)
-      e = jax.nn.softmax(logits) - jax.nn.one_hot(labels, net.num_classes)
+      e = output_codes.error_vector(logits, labels, net.output_code, net.num_classes)
       rule_signal = {n: e @ variables["fixed"][n]["feedback"] for n in true}
     else:  # FA, KP, sign: what their kernels send back to each layer's units.
       taps = {

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from gevb_jax import init as initializers
 from gevb_jax import layers as L
+from gevb_jax import output_codes
 from gevb_jax.grid import ARCHS
 
 # Table 3 (1-channel inputs) and Table 4 (3-channel inputs). Hidden weighted layers
@@ -100,11 +101,29 @@ class Network:
   # (feedback alignment: drawn once, in ``fixed``) or "learned" (Kolen-Pollack: trained
   # beside the weights, in ``params``).
   backward_kernels: str = ""
+  # How the outputs code the class (output_codes): "onehot" (K = C) or "binary".
+  output_code: str = "onehot"
+
+  @property
+  def num_outputs(self):
+    """The readout's outputs: C one-hot, ceil(log2 C) binary (``output_codes``)."""
+    return output_codes.num_outputs(self.output_code, self.num_classes)
+
+  def loss(self, logits, labels):
+    """The mean loss of ``logits`` ``(B, num_outputs)``; its gradient in them is the
+    error vector ``e`` over the batch size."""
+    return output_codes.per_example_loss(
+      logits, labels, self.output_code, self.num_classes
+    ).mean()
+
+  def predict(self, logits):
+    """The class each row of ``logits`` predicts."""
+    return output_codes.predict(logits, self.output_code, self.num_classes)
 
   @property
   def num_components(self):
-    """K: components per unit."""
-    return self.num_classes if self.vectorized else 1
+    """K: components per unit, one per output in a VNN."""
+    return self.num_outputs if self.vectorized else 1
 
   @functools.cached_property
   def info(self):
@@ -200,7 +219,7 @@ class Network:
     if not self.vectorized:
       feedback = initializers.dfa_feedback(
         rng_feedback,
-        self.num_classes,
+        self.num_outputs,
         [info.out_shape for info in self.hidden],
         self.nonneg,
       )
@@ -223,7 +242,7 @@ class Network:
     return {"params": params, "fixed": fixed}
 
   def apply(self, variables, x, taps=None):
-    """Plain forward pass: logits ``(B, num_classes)`` for images ``(B, H, W, C)``.
+    """Plain forward pass: logits ``(B, num_outputs)`` for images ``(B, H, W, C)``.
 
     ``taps`` optionally maps hidden-layer names to arrays added to that layer's
     activation ``(B, K, *S, C)``; differentiating with respect to them gives the
@@ -316,6 +335,7 @@ def make_network(
   nonneg,
   widths=None,
   backward_kernels="",
+  output_code="onehot",
 ):
   """Builds one of the paper's 12 networks for any input shape and class count.
 
@@ -324,11 +344,14 @@ def make_network(
     input_shape: ``(H, W, C)``. One-channel inputs get Table 3's layers (MNIST),
       three-channel inputs Table 4's (CIFAR-10), except that the vectorized LC net's
       dense layer is 256 wide, as in the released code.
-    num_classes: number of classes; K of the vectorized network.
-    vectorized: vector units (VNN, K = num_classes) or conventional (K = 1).
+    num_classes: number of classes.
+    vectorized: vector units (VNN, K = the number of outputs) or conventional
+      (K = 1).
     nonneg: nonnegative weights past the first layer, ON/OFF initialised.
     widths: optional widths (units or channels) replacing those of the hidden
       weighted layers, in order. They must be even (ON/OFF pairs).
+    output_code: "onehot" (K = num_classes outputs, the paper's) or "binary"
+      (K = ceil(log2 num_classes), Section 7): ``output_codes``.
     backward_kernels: "" (none), "fixed" or "learned": see ``Network``; only for
       conventional networks. ``rules.backward_kernels(rule)`` says which a rule needs.
 
@@ -371,7 +394,12 @@ def make_network(
     )
   if backward_kernels and vectorized:
     raise ValueError("backward kernels are for conventional networks (vectorized=False)")
-  readout = L.Dense(1 if vectorized else num_classes)
+  if output_code not in output_codes.CODES:
+    choices = ", ".join(output_codes.CODES)
+    raise ValueError(f"unknown output_code {output_code!r}; choose one of {choices}")
+  readout = L.Dense(
+    1 if vectorized else output_codes.num_outputs(output_code, num_classes)
+  )
   net = Network(
     tuple(hidden) + (readout,),
     input_shape,
@@ -379,6 +407,7 @@ def make_network(
     bool(vectorized),
     bool(nonneg),
     backward_kernels,
+    output_code,
   )
   _ = net.info  # Validates shapes now rather than at first use.
   return net

@@ -11,7 +11,8 @@ input and its gate mask) and two signals that travel backward beside the activat
 
 * ``eb``, a zero array shaped like the logits, is threaded forward through every layer
   unchanged and added to the logits. Its cotangent is therefore the error vector
-  ``e = dL/dlogits`` (``softmax - onehot`` over the batch size), which reaches every
+  ``e = dL/dlogits`` (``softmax - onehot`` over the batch size, or the binary output
+  code's ``sigmoid - bits``: ``output_codes``), which reaches every
   layer's backward: the global broadcast of GEVB and the input of DFA's projections.
 * ``d``, for "bp" in vectorized nets and for "fa", "kp" and "sign", is a zero array
   with one scalar per unit; its cotangent is ``delta_hat`` of Eq. 13, the scalar
@@ -195,7 +196,7 @@ def logits_with_rule(net, variables, x, rule, d_taps=None):
   if rule == "bp" and not net.vectorized:
     return net.apply(variables, x)
   batch = x.shape[0]
-  eb = jnp.zeros((batch, net.num_classes), x.dtype)
+  eb = jnp.zeros((batch, net.num_outputs), x.dtype)
   return models.forward(net, variables, x, _rule_layer(rule, d_taps), eb=eb)
 
 
@@ -205,7 +206,8 @@ def cross_entropy(logits, labels):
 
 
 def loss_and_updates(net, variables, x, labels, rule):
-  """The mean cross-entropy and ``rule``'s updates, shaped like ``variables["params"]``.
+  """The mean loss (``net.loss``: cross-entropy of the net's output code) and
+  ``rule``'s updates, shaped like ``variables["params"]``.
 
   For "bp" the updates are the gradient. All updates use the gradient's sign
   convention (an optimizer steps along their negative).
@@ -213,6 +215,6 @@ def loss_and_updates(net, variables, x, labels, rule):
 
   def loss_fn(params):
     logits = logits_with_rule(net, {**variables, "params": params}, x, rule)
-    return cross_entropy(logits, labels)
+    return net.loss(logits, labels)
 
   return jax.value_and_grad(loss_fn)(variables["params"])

@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gevb_jax
-from gevb_jax import clusters, config_check, data, grid, metrics, rules
+from gevb_jax import clusters, config_check, data, grid, metrics, output_codes, rules
 from gevb_jax import workdir as run_folder
 
 
@@ -225,8 +225,8 @@ def make_eval_step(net, mesh, num_seeds=1):
   def step(variables, x, y, weight):
     x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
     logits = net.apply(variables, x)
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-    errors = (jnp.argmax(logits, -1) != y).astype(jnp.float32)
+    losses = output_codes.per_example_loss(logits, y, net.output_code, net.num_classes)
+    errors = (net.predict(logits) != y).astype(jnp.float32)
     return jnp.sum(errors * weight), jnp.sum(losses * weight)
 
   return jax.jit(over_seeds(step, num_seeds, (0, None, None, None)))
@@ -362,6 +362,7 @@ def train_and_evaluate(config, workdir):
     nonneg=config.model.nonneg,
     widths=config.model.widths,
     backward_kernels=rules.backward_kernels(config.rule),
+    output_code=config.model.output_code,
   )
   rules.check_rule(net, config.rule)
   config_check.check_memory(net, config, ds)

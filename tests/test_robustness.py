@@ -65,6 +65,11 @@ BAD = [
   ("num_seeds", 0, "config.num_seeds=0: must be an integer >= 1"),
   ("checkpoint_every_s", -1.0, "config.checkpoint_every_s=-1.0: must be a number"),
   ("kp_weight_decay", float("nan"), "config.kp_weight_decay=nan: must be a finite"),
+  (
+    "model.output_code",
+    "gray",
+    "config.model.output_code='gray': choose onehot or binary",
+  ),
   ("learning_rate", -1.0, "config.learning_rate=-1.0: must be > 0"),
   ("learning_rate", float("nan"), "config.learning_rate=nan: must be a finite number"),
   ("model.widths", (0, 256), "config.model.widths=(0, 256): must be a tuple of positive"),

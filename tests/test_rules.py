@@ -1,5 +1,7 @@
 """The learning rules against independent references (DESIGN.md, issue 2 item 8)."""
 
+import dataclasses
+
 import chex
 import hypothesis
 import hypothesis.strategies as st
@@ -23,7 +25,7 @@ WIDTHS = {
 }
 
 
-def _net(arch, channels=1, vectorized=True, nonneg=True, num_classes=5):
+def _net(arch, channels=1, vectorized=True, nonneg=True, num_classes=5, code="onehot"):
   return gevb_jax.make_network(
     arch,
     input_shape=(8, 8, channels),
@@ -31,6 +33,7 @@ def _net(arch, channels=1, vectorized=True, nonneg=True, num_classes=5):
     vectorized=vectorized,
     nonneg=nonneg,
     widths=WIDTHS[arch, channels],
+    output_code=code,
   )
 
 
@@ -42,16 +45,22 @@ def _batch(net, batch=6, seed=1):
 
 def _autodiff(net, variables, x, y):
   def loss(params):
-    return gevb_jax.cross_entropy(net.apply({**variables, "params": params}, x), y)
+    return net.loss(net.apply({**variables, "params": params}, x), y)
 
   return jax.grad(loss)(variables["params"])
 
 
 def _error_vector(net, variables, x, y):
-  """e = dL/dlogits of the mean cross-entropy, numpy (B, num_classes)."""
-  logits = net.apply(variables, x)
-  onehot = jax.nn.one_hot(y, net.num_classes)
-  return np.asarray((jax.nn.softmax(logits) - onehot) / x.shape[0])
+  """e = dL/dlogits of the mean loss, numpy (B, num_outputs), written out: softmax
+  minus one-hot, or for the binary code sigmoid minus the bits of the class's number."""
+  z = np.asarray(net.apply(variables, x), np.float64)
+  if net.output_code == "onehot":
+    p = np.exp(z - z.max(-1, keepdims=True))
+    e = p / p.sum(-1, keepdims=True) - np.eye(net.num_classes)[np.asarray(y)]
+  else:
+    bits = (np.asarray(y)[:, None] >> np.arange(net.num_outputs)) & 1
+    e = 1 / (1 + np.exp(-z)) - bits
+  return e / x.shape[0]
 
 
 @pytest.mark.parametrize("arch", gevb_jax.ARCHS)
@@ -163,6 +172,33 @@ def test_gevb_and_dfa_equal_their_equations_written_by_hand(arch, nonneg, rule):
   chex.assert_trees_all_close(updates["readout"], grads["readout"], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize(
+  "arch,vectorized,rule",
+  [("fc", True, "gevb"), ("conv", True, "bp"), ("lc", False, "dfa"), ("fc", False, "fa")],
+)
+def test_binary_output_code_updates(arch, vectorized, rule):
+  """K = ceil(log2 C) outputs; e = sigmoid(z) - bits: GEVB and DFA broadcast it (their
+  equations by hand), BP is the gradient of the K sigmoid cross-entropies, and FA
+  sends it back through its kernels."""
+  net = _net(arch, vectorized=vectorized, num_classes=10, code="binary")
+  assert net.num_outputs == 4 and net.num_components == (4 if vectorized else 1)
+  if rule == "fa":
+    net = dataclasses.replace(net, backward_kernels="fixed")
+  variables = net.init(jax.random.key(2))
+  x, y = _batch(net, batch=3)
+  _, updates = gevb_jax.loss_and_updates(net, variables, x, y, rule)
+  grads = _autodiff(net, variables, x, y)
+  if rule in ("gevb", "dfa"):
+    expected = _by_hand(net, variables, x, _error_vector(net, variables, x, y))
+  elif rule == "fa":
+    kernels = {i.name: variables["fixed"][i.name]["w_back"] for i in net.weighted[1:]}
+    expected = _layerwise_reference(net, variables, x, y, kernels)
+  else:
+    expected = grads
+  chex.assert_trees_all_close(updates, expected, rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(updates["readout"], grads["readout"], rtol=1e-5, atol=1e-7)
+
+
 @hypothesis.settings(deadline=None, max_examples=8)
 @hypothesis.given(
   seed=st.integers(0, 2**16),
@@ -212,7 +248,7 @@ def _layerwise_reference(net, variables, x, y, kernels):
         h = h + through - jax.lax.stop_gradient(through)
       h = h + p["b"]
       if info.readout:
-        return gevb_jax.cross_entropy(h.reshape(h.shape[0], -1), y)
+        return net.loss(h.reshape(h.shape[0], -1), y)
       a, _ = L.gate(h, variables["fixed"][info.name]["t"])
     raise AssertionError("no readout")
 
