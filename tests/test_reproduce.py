@@ -103,5 +103,6 @@ def test_tiny_grid_sweep_then_report_fills_every_cell_and_figure(tmp_path):
     text=True,
     timeout=120,
   )
-  assert "48 experiments: 0 pending, 48 done" in again.stdout
-  assert sum(line.startswith("done ") for line in again.stdout.splitlines()) == 48
+  # One job per experiment, its two seeds packed into one process.
+  assert "24 jobs (48 runs): 0 pending, 24 done" in again.stdout
+  assert sum(line.startswith("done ") for line in again.stdout.splitlines()) == 24

@@ -255,7 +255,10 @@ def test_report_skips_a_damaged_run_naming_it(tmp_path, finished):
 def test_sigterm_ends_with_one_line_after_a_safe_checkpoint(tmp_path):
   workdir = tmp_path / "run"
   cmd = helpers.trainer_command(
-    workdir, "--config.num_epochs=200", "--config.stop_at_zero_train_error=False"
+    workdir,
+    "--config.num_epochs=200",
+    "--config.stop_at_zero_train_error=False",
+    "--config.checkpoint_every_s=0",  # A checkpoint every epoch: SIGTERM meets saves.
   )
   proc = subprocess.Popen(
     cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
