@@ -511,13 +511,14 @@ def _archive_of(path):
 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
-  """Serves tiny MNIST and CIFAR-10 archives under the real file names, laid
-  out like the cache, and makes their sizes and SHA-256 the published ones."""
+  """Serves tiny MNIST, CIFAR-10 and CIFAR-100 archives under the real file names,
+  laid out like the cache, and makes their sizes and SHA-256 the published ones."""
   root = tmp_path / "mirror"
   (root / "mnist").mkdir(parents=True)
   _write_idx_dir(root / "mnist", gz=True)
-  (root / "cifar10").mkdir()
-  _write_cifar_tar(root / "cifar10")
+  for name in CIFAR_NAMES:
+    (root / name).mkdir()
+    _write_cifar_tar(root / name, name)
   for name, archives in list(download.ARCHIVES.items()):
     monkeypatch.setitem(
       download.ARCHIVES,
@@ -539,9 +540,8 @@ def _local_copy(mirror, name):
   """The served archives of `name` loaded straight from disk."""
   if name == "mnist":
     return data.load_dataset(_cfg(source="idx", path=str(mirror.root / name)))
-  return data.load_dataset(
-    _cfg(source="cifar10", path=str(mirror.root / name / "cifar-10-python.tar.gz"))
-  )
+  path = mirror.root / name / CIFAR_ARCHIVES[name]
+  return data.load_dataset(_cfg(source=name, path=str(path)))
 
 
 def _assert_same_arrays(ds, expected):
@@ -550,11 +550,11 @@ def _assert_same_arrays(ds, expected):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+@pytest.mark.parametrize("name", ["mnist", *CIFAR_NAMES])
 def test_download_loads_the_served_archives_and_caches_only_them(mirror, tmp_path, name):
   ds = data.load_dataset(_download_cfg(mirror, tmp_path / "cache", name))
   _assert_same_arrays(ds, _local_copy(mirror, name))
-  assert (ds.num_classes, ds.name) == (10, name)
+  assert (ds.num_classes, ds.name) == (CIFAR_CLASSES.get(name, 10), name)
   filenames = [a.filename for a in download.ARCHIVES[name]]
   assert mirror.requests == [f"/{name}/{f}" for f in filenames]
   assert sorted(os.listdir(tmp_path / "cache" / name)) == sorted(filenames)
@@ -717,8 +717,18 @@ def test_download_into_an_impossible_cache_is_one_line(mirror, tmp_path):
   assert "\n" not in str(err.value) and not mirror.requests
 
 
+def test_download_archives_are_well_formed_and_the_ones_the_loaders_read():
+  for name, archives in download.ARCHIVES.items():
+    assert name in data.NUM_CLASSES and name in download.ORIGINS
+    for archive in archives:
+      assert archive.size > 0 and len(archive.sha256) == 64
+      assert set(archive.sha256) <= set("0123456789abcdef")
+  for name in CIFAR_NAMES:
+    assert [a.filename for a in download.ARCHIVES[name]] == [CIFAR_ARCHIVES[name]]
+
+
 def test_download_unknown_dataset_lists_choices(tmp_path):
-  with pytest.raises(data.DataError, match="one of mnist, cifar10"):
+  with pytest.raises(data.DataError, match="one of mnist, cifar10, cifar100$"):
     data.load_dataset(
       _cfg(source="download", name="fashion_mnist", cache_dir=str(tmp_path))
     )
@@ -733,6 +743,9 @@ def test_download_locations_argument_then_environment_then_default(monkeypatch, 
   assert download.archive_url("cifar10", "c.tar.gz") == (
     "https://www.cs.toronto.edu/~kriz/c.tar.gz"
   )
+  assert download.archive_url("cifar100", "cifar-100-python.tar.gz") == (
+    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+  )
   monkeypatch.setenv(download.CACHE_ENV, "/env/cache")
   monkeypatch.setenv(download.MIRROR_ENV, "http://env.example/data")
   assert download.cache_root() == "/env/cache"
@@ -746,9 +759,13 @@ def test_download_locations_argument_then_environment_then_default(monkeypatch, 
 def test_download_cli_fills_the_cache(mirror, tmp_path, monkeypatch, capsys):
   monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
   monkeypatch.setenv(download.MIRROR_ENV, mirror.url)
-  assert download.main(["download", "mnist"]) == 0
-  assert capsys.readouterr().out.split() == [str(tmp_path / "cache" / "mnist")]
+  assert download.main(["download", "mnist", "cifar100"]) == 0
+  assert capsys.readouterr().out.split() == [
+    str(tmp_path / "cache" / name) for name in ("mnist", "cifar100")
+  ]
   assert len(os.listdir(tmp_path / "cache" / "mnist")) == 4
+  assert os.listdir(tmp_path / "cache" / "cifar100") == ["cifar-100-python.tar.gz"]
+  assert not os.path.exists(tmp_path / "cache" / "cifar10")
   assert download.main(["download", "svhn"]) == 1
   assert capsys.readouterr().err.startswith("error: no download for dataset 'svhn'")
 
