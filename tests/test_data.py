@@ -770,8 +770,10 @@ def test_download_cli_fills_the_cache(mirror, tmp_path, monkeypatch, capsys):
   assert capsys.readouterr().err.startswith("error: no download for dataset 'svhn'")
 
 
-@pytest.mark.parametrize("module,name", [("mnist", "mnist"), ("cifar", "cifar10")])
-def test_paper_configs_download_by_default(mirror, tmp_path, module, name):
+@pytest.mark.parametrize(
+  "module,name", [("mnist", "mnist"), ("cifar", "cifar10"), ("cifar100", "cifar100")]
+)
+def test_configs_download_by_default(mirror, tmp_path, module, name):
   config = importlib.import_module(f"configs.{module}").get_config()
   assert (config.data.source, config.data.name) == ("download", name)
   config.data.cache_dir, config.data.mirror = str(tmp_path), mirror.url
