@@ -13,6 +13,7 @@ import stat
 import sys
 import tarfile
 import threading
+import types
 import urllib.request
 
 import jax
@@ -792,7 +793,7 @@ def test_unknown_source_lists_choices():
 
 
 def test_tfds_unknown_name_lists_choices():
-  with pytest.raises(data.DataError, match="mnist, fashion_mnist, cifar10"):
+  with pytest.raises(data.DataError, match="mnist, fashion_mnist, cifar10, cifar100$"):
     data.load_dataset(_cfg(source="tfds", name="imagenet"))
 
 
@@ -802,7 +803,50 @@ def test_tfds_missing_package_says_how_to_install(monkeypatch):
     data.load_dataset(_cfg(source="tfds", name="mnist"))
 
 
-def test_tfds_mock_data(tmp_path, monkeypatch):
+def _fake_tfds(monkeypatch, labels):
+  """Installs a stand-in for tensorflow_datasets (which need not be installed) that
+  serves two white 32x32x3 images per split with `labels[split]`; returns the calls
+  to its `load`."""
+  loads = []
+
+  def load(name, *, split, batch_size, data_dir):
+    loads.append((name, split, batch_size, data_dir))
+    images = np.full((2, 32, 32, 3), 255, np.uint8)
+    return {"image": images, "label": np.array(labels[split], np.int64)}
+
+  module = types.ModuleType("tensorflow_datasets")
+  module.load, module.as_numpy = load, lambda tree: tree
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
+  return loads
+
+
+@pytest.mark.parametrize("name,num_classes", [("cifar10", 10), ("cifar100", 100)])
+def test_tfds_labels_are_checked_against_the_datasets_classes(
+  monkeypatch, tmp_path, name, num_classes
+):
+  top = num_classes - 1
+  labels = {"train": [top, 0], "test": [1, top]}
+  loads = _fake_tfds(monkeypatch, labels)
+  cfg = _cfg(source="tfds", name=name, data_dir=str(tmp_path))
+  ds = data.load_dataset(cfg)
+  assert loads == [(name, split, -1, str(tmp_path)) for split in ("train", "test")]
+  assert (ds.num_classes, ds.name) == (num_classes, name)
+  np.testing.assert_array_equal(ds.train_y, [top, 0])
+  np.testing.assert_array_equal(ds.test_y, [1, top])
+  assert ds.train_y.dtype == np.int32
+  np.testing.assert_array_equal(ds.test_x, np.ones((2, 32, 32, 3), np.float32))
+  labels["test"] = [1, num_classes]
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(cfg)
+  expected = f"tfds {name}[test]: label {num_classes} outside [0, {num_classes})"
+  assert str(err.value) == expected
+
+
+@pytest.mark.parametrize(
+  "name,shape,num_classes",
+  [("fashion_mnist", (28, 28, 1), 10), ("cifar100", (32, 32, 3), 100)],
+)
+def test_tfds_mock_data(tmp_path, monkeypatch, name, shape, num_classes):
   tfds = pytest.importorskip(
     "tensorflow_datasets",
     reason="tensorflow-datasets not installed (pip install -e .[tfds])",
@@ -811,16 +855,14 @@ def test_tfds_mock_data(tmp_path, monkeypatch):
   # sys.maxsize, which TensorFlow cannot allocate; give them the mock's size.
   monkeypatch.setattr(tfds.core.SplitDict, "total_num_examples", property(lambda self: 6))
   with tfds.testing.mock_data(num_examples=6):
-    ds = data.load_dataset(
-      _cfg(source="tfds", name="fashion_mnist", data_dir=str(tmp_path))
-    )
-  assert ds.train_x.shape == ds.test_x.shape == (6, 28, 28, 1)
+    ds = data.load_dataset(_cfg(source="tfds", name=name, data_dir=str(tmp_path)))
+  assert ds.train_x.shape == ds.test_x.shape == (6, *shape)
   assert ds.train_x.dtype == np.float32 and ds.train_y.dtype == np.int32
   pixels = (ds.train_x + 1) * 127.5
   np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
   assert pixels.min() >= 0 and pixels.max() <= 255
-  assert ds.train_y.min() >= 0 and ds.train_y.max() < 10
-  assert (ds.num_classes, ds.name) == (10, "fashion_mnist")
+  assert ds.train_y.min() >= 0 and ds.train_y.max() < num_classes
+  assert (ds.num_classes, ds.name) == (num_classes, name)
 
 
 # ----------------------------------------------------------------- batching.
