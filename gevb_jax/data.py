@@ -8,13 +8,15 @@ labels as int32 arrays. Sources, chosen by `cfg.source`:
 * ``digits``: scikit-learn's 8x8 digits, split into 1437 train / 360 test.
 * ``idx``: a directory of MNIST-format idx files, plain or gzipped, e.g. the
   Debian Fashion-MNIST package at /usr/share/datasets/fashion-mnist.
-* ``cifar10``: the CIFAR-10 python archive or its extracted directory.
-* ``download``: mnist or cifar10 (`cfg.name`) from the raw archives, downloaded
-  once into a cache directory and checked against their published SHA-256
-  (`gevb_jax.download`): ``cfg.cache_dir``, else ``$GEVB_JAX_DATA``, else
-  ``~/.cache/gevb_jax``; fetched from the datasets' origins or from a mirror
-  laid out like the cache (``cfg.mirror``, else ``$GEVB_JAX_MIRROR``).
-* ``tfds``: mnist, fashion_mnist or cifar10 through tensorflow-datasets.
+* ``cifar10``, ``cifar100``: the CIFAR python archive or its extracted
+  directory (`CIFARS`); CIFAR-100 with its 100 fine labels.
+* ``download``: a dataset of `download.ARCHIVES` (`cfg.name`) from the raw
+  archives, downloaded once into a cache directory and checked against their
+  published SHA-256 (`gevb_jax.download`): ``cfg.cache_dir``, else
+  ``$GEVB_JAX_DATA``, else ``~/.cache/gevb_jax``; fetched from the datasets'
+  origins or from a mirror laid out like the cache (``cfg.mirror``, else
+  ``$GEVB_JAX_MIRROR``).
+* ``tfds``: a dataset of `TFDS_NAMES` (`cfg.name`) through tensorflow-datasets.
 
 Every bad input raises `DataError` with a one-line message.
 """
@@ -33,9 +35,6 @@ import numpy as np
 
 from gevb_jax import download
 
-SOURCES = ("digits", "idx", "cifar10", "download", "tfds")
-TFDS_NAMES = ("mnist", "fashion_mnist", "cifar10")
-
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0
 
@@ -51,16 +50,54 @@ IDX_HINT = (
   'source "download" fetch its four idx .gz files'
 )
 
-CIFAR_ARCHIVE = "cifar-10-python.tar.gz"
-CIFAR_DIR = "cifar-10-batches-py"
-CIFAR_TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
-CIFAR_TEST_BATCH = "test_batch"
+
+class CifarLayout(NamedTuple):
+  """Where a CIFAR python archive keeps its pickled batches.
+
+  Attributes:
+    title: the dataset's name in messages.
+    archive: the archive's file name.
+    directory: the folder the archive extracts to.
+    train: the train batch members, in order.
+    test: the test batch members.
+    label_key: the batch dict's key of the labels used.
+  """
+
+  title: str
+  archive: str
+  directory: str
+  train: tuple
+  test: tuple
+  label_key: bytes
+
+
+CIFARS = {
+  "cifar10": CifarLayout(
+    "CIFAR-10",
+    "cifar-10-python.tar.gz",
+    "cifar-10-batches-py",
+    tuple(f"data_batch_{i}" for i in range(1, 6)),
+    ("test_batch",),
+    b"labels",
+  ),
+  # The 100 fine classes; the 20 superclasses (b"coarse_labels") are not used.
+  "cifar100": CifarLayout(
+    "CIFAR-100",
+    "cifar-100-python.tar.gz",
+    "cifar-100-python",
+    ("train",),
+    ("test",),
+    b"fine_labels",
+  ),
+}
 CIFAR_ROW_BYTES = 3 * 32 * 32
-CIFAR_HINT = (
-  "download cifar-10-python.tar.gz from "
-  "https://www.cs.toronto.edu/~kriz/cifar.html, or let source "
-  '"download" fetch it'
-)
+
+SOURCES = ("digits", "idx", *CIFARS, "download", "tfds")
+# The classes of each dataset that is named by `cfg.name` (download, tfds) or is its
+# own source (cifar10, cifar100). TFDS publishes each under the same name, with the
+# fine label as cifar100's "label".
+NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
+TFDS_NAMES = tuple(NUM_CLASSES)
 
 # (train_x, train_y, test_x, test_y), as returned by each source's loader.
 Splits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -95,7 +132,8 @@ def load_dataset(cfg):
 
   Args:
     cfg: a ConfigDict (or any object with these attributes): `source`, one of
-      `SOURCES`; `path`, the data location for the idx and cifar10 sources;
+      `SOURCES`; `path`, the data location for the idx, cifar10 and cifar100
+      sources;
       `name`, the dataset for the download and tfds sources (otherwise only
       recorded in `Dataset.name`); `cache_dir` and `mirror` for the download
       source ("" or absent: the environment or the defaults); `data_dir`, the
@@ -110,25 +148,27 @@ def load_dataset(cfg):
   source = getattr(cfg, "source", None)
   path = os.path.expanduser(getattr(cfg, "path", None) or "")
   name = getattr(cfg, "name", None) or source
-  if source in ("idx", "cifar10") and not path:
-    raise DataError(
-      f"source {source!r} needs cfg.path; {IDX_HINT if source == 'idx' else CIFAR_HINT}"
-    )
+  if source in ("idx", *CIFARS) and not path:
+    hint = IDX_HINT if source == "idx" else _cifar_hint(CIFARS[source])
+    raise DataError(f"source {source!r} needs cfg.path; {hint}")
+  num_classes = 10
   if source == "digits":
     splits = _load_digits()
   elif source == "idx":
     splits = _load_idx(path)
-  elif source == "cifar10":
-    splits = _load_cifar10(path)
+  elif source in CIFARS:
+    splits, num_classes = _load_cifar(path, source), NUM_CLASSES[source]
   elif source == "download":
     splits = _load_download(
       name, getattr(cfg, "cache_dir", None) or "", getattr(cfg, "mirror", None) or ""
     )
+    num_classes = NUM_CLASSES[name]
   elif source == "tfds":
     splits = _load_tfds(name, getattr(cfg, "data_dir", None))
+    num_classes = NUM_CLASSES[name]
   else:
     raise DataError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)}")
-  return Dataset(*splits, num_classes=10, name=name)
+  return Dataset(*splits, num_classes=num_classes, name=name)
 
 
 def epoch_permutation(num_examples, seed, epoch):
@@ -273,40 +313,54 @@ def _read_idx(path, magic):
   return np.frombuffer(raw, np.uint8, offset=header_bytes).reshape(dims)
 
 
-def _load_cifar10(path):
-  """Loads CIFAR-10 from its python archive or extracted directory."""
-  if os.path.isdir(os.path.join(path, CIFAR_DIR)):
-    path = os.path.join(path, CIFAR_DIR)
-  elif os.path.isfile(os.path.join(path, CIFAR_ARCHIVE)):
-    path = os.path.join(path, CIFAR_ARCHIVE)
+def _cifar_hint(layout):
+  """Where to get a CIFAR archive, for error messages."""
+  return (
+    f"download {layout.archive} from https://www.cs.toronto.edu/~kriz/cifar.html, "
+    'or let source "download" fetch it'
+  )
+
+
+def _load_cifar(path, name):
+  """Loads CIFAR-10 or CIFAR-100 (`name`) from its python archive or its directory."""
+  layout = CIFARS[name]
+  if os.path.isdir(os.path.join(path, layout.directory)):
+    path = os.path.join(path, layout.directory)
+  elif os.path.isfile(os.path.join(path, layout.archive)):
+    path = os.path.join(path, layout.archive)
   if os.path.isdir(path):
-    raw, where = _read_cifar_dir(path), path
+    raw, where = _read_cifar_dir(path, layout), path
   elif os.path.isfile(path):
-    raw, where = _read_cifar_archive(path), f"{path}:{CIFAR_DIR}"
+    raw, where = _read_cifar_archive(path, layout), f"{path}:{layout.directory}"
   else:
-    raise DataError(f"CIFAR-10 path {path!r} not found; {CIFAR_HINT}")
+    raise DataError(f"{layout.title} path {path!r} not found; {_cifar_hint(layout)}")
   splits = []
-  for members in (CIFAR_TRAIN_BATCHES, (CIFAR_TEST_BATCH,)):
-    images, labels = zip(*(_parse_cifar_batch(raw[m], f"{where}/{m}") for m in members))
+  for members in (layout.train, layout.test):
+    images, labels = zip(
+      *(
+        _parse_cifar_batch(raw[m], f"{where}/{m}", layout.label_key, NUM_CLASSES[name])
+        for m in members
+      )
+    )
     splits += [np.concatenate(images), np.concatenate(labels)]
   return tuple(splits)
 
 
-def _read_cifar_dir(directory):
-  """Reads every CIFAR-10 batch file of an extracted directory."""
+def _read_cifar_dir(directory, layout):
+  """Reads every batch file of an extracted CIFAR directory."""
   raw = {}
-  for member in CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,):
+  for member in layout.train + layout.test:
     path = os.path.join(directory, member)
     if not os.path.isfile(path):
-      raise DataError(f"CIFAR-10 batch {path} not found; {CIFAR_HINT}")
+      raise DataError(f"{layout.title} batch {path} not found; {_cifar_hint(layout)}")
     with open(path, "rb") as f:
       raw[member] = f.read()
   return raw
 
 
-def _read_cifar_archive(path):
-  """Reads every CIFAR-10 batch of the archive in one pass, in memory."""
-  wanted = {f"{CIFAR_DIR}/{m}": m for m in CIFAR_TRAIN_BATCHES + (CIFAR_TEST_BATCH,)}
+def _read_cifar_archive(path, layout):
+  """Reads every batch of a CIFAR archive in one pass, in memory."""
+  wanted = {f"{layout.directory}/{m}": m for m in layout.train + layout.test}
   raw = {}
   try:
     with tarfile.open(path, "r:*") as tar:
@@ -316,35 +370,35 @@ def _read_cifar_archive(path):
           raw[member] = tar.extractfile(info).read()
   except (tarfile.TarError, OSError, EOFError, zlib.error) as e:
     raise DataError(
-      f"{path}: not a readable CIFAR-10 archive ({download.one_line(e)})"
+      f"{path}: not a readable {layout.title} archive ({download.one_line(e)})"
     ) from e
   for name, member in wanted.items():
     if member not in raw:
-      raise DataError(f"{path}: member {name} not found; {CIFAR_HINT}")
+      raise DataError(f"{path}: member {name} not found; {_cifar_hint(layout)}")
   return raw
 
 
-def _parse_cifar_batch(raw, where):
+def _parse_cifar_batch(raw, where, label_key, num_classes):
   """Decodes one pickled batch into float32 HWC images and int32 labels."""
   try:
     batch = pickle.loads(raw, encoding="bytes")
   except Exception as e:  # Unpickling garbage can raise almost any error.
     raise DataError(f"{where}: corrupt pickle ({download.one_line(e)})") from e
-  if not isinstance(batch, dict) or not {b"data", b"labels"} <= batch.keys():
-    raise DataError(f"{where}: expected a dict with b'data' and b'labels'")
+  if not isinstance(batch, dict) or not {b"data", label_key} <= batch.keys():
+    raise DataError(f"{where}: expected a dict with b'data' and {label_key!r}")
   data = np.asarray(batch[b"data"])
   if data.dtype != np.uint8 or data.ndim != 2 or (data.shape[1] != CIFAR_ROW_BYTES):
     raise DataError(
       f"{where}: expected uint8 data of shape (N, "
       f"{CIFAR_ROW_BYTES}), found {data.dtype} {data.shape}"
     )
-  labels = _checked_labels(batch[b"labels"], len(data), 10, where)
+  labels = _checked_labels(batch[label_key], len(data), num_classes, where)
   images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return _scale_uint8(images), labels
 
 
 def _load_download(name, cache_dir, mirror):
-  """Loads mnist or cifar10 from its cached archives, downloading missing ones.
+  """Loads a dataset of `download.ARCHIVES` from its cache, downloading what is missing.
 
   Only the files `download.fetch` verified are read, never other files that
   may sit beside them (e.g. extracted copies).
@@ -365,7 +419,8 @@ def _load_download(name, cache_dir, mirror):
         for images, labels in IDX_SPLITS
       ]
     )
-  return _load_cifar10(os.path.join(directory, CIFAR_ARCHIVE))
+  (archive,) = download.ARCHIVES[name]
+  return _load_cifar(os.path.join(directory, archive.filename), name)
 
 
 def _load_tfds(name, data_dir):
@@ -386,6 +441,8 @@ def _load_tfds(name, data_dir):
       tfds.load(name, split=split, batch_size=-1, data_dir=data_dir or None)
     )
     images = np.asarray(data["image"])
-    labels = _checked_labels(data["label"], len(images), 10, f"tfds {name}[{split}]")
+    labels = _checked_labels(
+      data["label"], len(images), NUM_CLASSES[name], f"tfds {name}[{split}]"
+    )
     splits += [_scale_uint8(images), labels]
   return tuple(splits)

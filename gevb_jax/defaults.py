@@ -10,10 +10,10 @@ def base_config():
   change anything else."""
   config = ml_collections.ConfigDict()
   config.data = ml_collections.ConfigDict()
-  config.data.source = "digits"  # digits | idx | cifar10 | download | tfds
+  config.data.source = "digits"  # one of data.SOURCES
   config.data.name = "digits"  # in reports; the dataset for download and tfds
-  config.data.path = ""  # idx directory or CIFAR-10 archive/directory
-  # download (mnist | cifar10): fetched once, checked against published SHA-256.
+  config.data.path = ""  # idx directory or CIFAR archive/directory
+  # download (one of download.ARCHIVES): fetched once, checked against its SHA-256.
   config.data.cache_dir = ""  # "": $GEVB_JAX_DATA, else ~/.cache/gevb_jax
   config.data.mirror = ""  # base URL laid out like the cache (<mirror>/
   # mnist/...); "": $GEVB_JAX_MIRROR, else origin

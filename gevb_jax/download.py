@@ -1,8 +1,8 @@
 """Downloads dataset archives into a local cache, verifies them, and reuses them.
 
 `fetch(name)` returns the cache directory ``<cache>/<name>`` holding the raw
-archives of `name` ("mnist": the four idx .gz files; "cifar10": the python
-tar.gz), each with the published size and SHA-256 of `ARCHIVES`:
+archives of `name`, a key of `ARCHIVES` (MNIST: the four idx .gz files; CIFAR:
+the python tar.gz), each with the published size and SHA-256 listed there:
 
 * A missing file is downloaded into a hidden temporary file in that directory,
   checked, and only then renamed into place (`os.replace`). A download that is
@@ -21,8 +21,9 @@ Where files come from and go (a non-empty argument wins over the variable):
   or named by a ``file://`` URL, is a mirror.
 
 Offline, copy the files into ``<cache>/<name>/`` by hand; they are checked as
-if downloaded. ``python -m gevb_jax.download [mnist] [cifar10]`` fills the
-cache ahead of time (e.g. on a login node before a cluster job).
+if downloaded. ``python -m gevb_jax.download [NAME ...]`` fills the cache with
+the named datasets, by default all of `ARCHIVES`, ahead of time (e.g. on a login
+node before a cluster job).
 
 A process killed outright (SIGKILL) mid-download may leave a hidden
 ``.<filename>.*.part`` file in the cache; it is never read and can be deleted.
@@ -70,9 +71,18 @@ Archive = collections.namedtuple("Archive", ("filename", "size", "sha256"))
 # Datasets' tensorflow_datasets/url_checksums/cifar10.csv (commit 2740d30f),
 # also Keras's keras.datasets.cifar10.load_data file_hash; the size is the one
 # other projects' manifests record beside this SHA-256 and that MD5.
+#
+# CIFAR-100 from the same page, which publishes MD5
+# eb9058c3a382ffc7106e4002c42a8d85 (also torchvision/datasets/cifar.py, CIFAR100).
+# SHA-256 from TensorFlow Datasets' tensorflow_datasets/url_checksums/cifar100.csv
+# (commit 2740d30f), also Keras's keras.datasets.cifar100.load_data file_hash
+# (keras/src/datasets/cifar100.py); the size is the one Keras's and torchvision's
+# download progress report for this file and other projects' manifests record
+# beside this SHA-256 and that MD5.
 ORIGINS = {
   "mnist": "https://ossci-datasets.s3.amazonaws.com/mnist/",
   "cifar10": "https://www.cs.toronto.edu/~kriz/",
+  "cifar100": "https://www.cs.toronto.edu/~kriz/",
 }
 ARCHIVES = {
   "mnist": (
@@ -102,6 +112,13 @@ ARCHIVES = {
       "cifar-10-python.tar.gz",
       170498071,
       "6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+    ),
+  ),
+  "cifar100": (
+    Archive(
+      "cifar-100-python.tar.gz",
+      169001437,
+      "85cd44d02ba6437773c5bbd22e183051d648de2e7d6b014e1ef29b855ba677a7",
     ),
   ),
 }

@@ -13,6 +13,7 @@ import stat
 import sys
 import tarfile
 import threading
+import types
 import urllib.request
 
 import jax
@@ -31,7 +32,6 @@ TRAIN_IMAGES = "train-images-idx3-ubyte"
 TRAIN_LABELS = "train-labels-idx1-ubyte"
 TEST_IMAGES = "t10k-images-idx3-ubyte"
 TEST_LABELS = "t10k-labels-idx1-ubyte"
-CIFAR_MEMBERS = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
 
 
 def _cfg(**overrides):
@@ -196,127 +196,241 @@ def test_idx_count_mismatch(tmp_path):
   assert TRAIN_IMAGES in str(err.value) and TRAIN_LABELS in str(err.value)
 
 
-# ---------------------------------------------------------------- CIFAR-10.
+# -------------------------------------------------------- CIFAR-10 and -100.
 
-# Batch member -> (channel, row, col) of the single bright pixel per image.
-CIFAR_PIXELS = {
-  member: [(i % 3, 31 - i, 2 * i + 1), (2, i, 0)]
-  for i, member in enumerate(CIFAR_MEMBERS)
+# The real archive, folder and batch names (train members, then the test member),
+# written out here rather than taken from gevb_jax.data.
+CIFAR_ARCHIVES = {
+  "cifar10": "cifar-10-python.tar.gz",
+  "cifar100": "cifar-100-python.tar.gz",
 }
+CIFAR_DIRS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
+CIFAR_MEMBERS = {
+  "cifar10": tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
+  "cifar100": ("train", "test"),
+}
+CIFAR_CLASSES = {"cifar10": 10, "cifar100": 100}
+CIFAR_NAMES = tuple(CIFAR_MEMBERS)
 
 
-def _cifar_batch(member, labels=None, data=None):
-  """A pickled batch with one 255 pixel per image at CIFAR_PIXELS[member]."""
+def _cifar_pixels(index):
+  """(channel, row, col) of the single bright pixel of each image of batch `index`."""
+  return [(index % 3, 31 - index, 2 * index + 1), (2, index, 0)]
+
+
+def _cifar_batch(name, member, labels=None, data=None):
+  """A pickled batch of `name` with one 255 pixel per image at _cifar_pixels.
+
+  Labels, unless given: CIFAR-10 batch i [i, 9]; CIFAR-100 batch i fine labels
+  [37 + i, 99] beside coarse labels [i, 19] that the loader must not read.
+  """
+  index = CIFAR_MEMBERS[name].index(member)
   if data is None:
     data = np.zeros((2, 3072), np.uint8)
-    for row, (c, r, col) in zip(data, CIFAR_PIXELS[member]):
+    for row, (c, r, col) in zip(data, _cifar_pixels(index)):
       row[c * 1024 + r * 32 + col] = 255
-  if labels is None:
-    labels = [CIFAR_MEMBERS.index(member), 9]
-  return pickle.dumps({b"batch_label": member.encode(), b"labels": labels, b"data": data})
+  batch = {b"batch_label": member.encode(), b"data": data}
+  if name == "cifar10":
+    batch[b"labels"] = [index, 9] if labels is None else labels
+  else:
+    batch[b"fine_labels"] = [37 + index, 99] if labels is None else labels
+    batch[b"coarse_labels"] = [index, 19]
+  return pickle.dumps(batch)
 
 
-def _cifar_members(**replace):
-  members = {m: _cifar_batch(m) for m in CIFAR_MEMBERS}
+def _cifar_members(name, **replace):
+  members = {m: _cifar_batch(name, m) for m in CIFAR_MEMBERS[name]}
   members.update(replace)
   return {m: raw for m, raw in members.items() if raw is not None}
 
 
-def _write_cifar_dir(root, **replace):
-  directory = root / "cifar-10-batches-py"
+def _write_cifar_dir(root, name="cifar10", **replace):
+  """Writes `name`'s extracted folder; `replace` overrides (None: drops) a member."""
+  directory = root / CIFAR_DIRS[name]
   directory.mkdir(parents=True)
-  for member, raw in _cifar_members(**replace).items():
+  for member, raw in _cifar_members(name, **replace).items():
     (directory / member).write_bytes(raw)
   return directory
 
 
-def _write_cifar_tar(root, **replace):
-  path = root / "cifar-10-python.tar.gz"
+def _write_cifar_tar(root, name="cifar10", **replace):
+  """Writes `name`'s python archive; `replace` overrides (None: drops) a member."""
+  path = root / CIFAR_ARCHIVES[name]
   with tarfile.open(path, "w:gz") as tar:
-    for member, raw in _cifar_members(**replace).items():
-      info = tarfile.TarInfo(f"cifar-10-batches-py/{member}")
+    for member, raw in _cifar_members(name, **replace).items():
+      info = tarfile.TarInfo(f"{CIFAR_DIRS[name]}/{member}")
       info.size = len(raw)
       tar.addfile(info, io.BytesIO(raw))
   return path
 
 
+def _where(path, name, member):
+  """How errors name a member: inside the archive, or the file of the folder."""
+  if path.is_dir():
+    return f"{path / member}"
+  return f"{path}:{CIFAR_DIRS[name]}/{member}"
+
+
+@pytest.mark.parametrize(
+  "name,train_y,test_y",
+  [("cifar10", [0, 9, 1, 9, 2, 9, 3, 9, 4, 9], [5, 9]), ("cifar100", [37, 99], [38, 99])],
+)
 @pytest.mark.parametrize("layout", ["tar", "dir_with_tar", "dir", "dir_with_dir"])
-def test_cifar_loads_hwc_scaled_in_order(tmp_path, layout):
+def test_cifar_loads_hwc_scaled_in_order(tmp_path, layout, name, train_y, test_y):
   if layout.startswith("tar") or layout == "dir_with_tar":
-    path = _write_cifar_tar(tmp_path)
+    path = _write_cifar_tar(tmp_path, name)
   else:
-    path = _write_cifar_dir(tmp_path)
+    path = _write_cifar_dir(tmp_path, name)
   if layout.startswith("dir_with"):
     path = tmp_path
-  ds = data.load_dataset(_cfg(source="cifar10", path=str(path)))
-  assert ds.train_x.shape == (10, 32, 32, 3)
+  ds = data.load_dataset(_cfg(source=name, path=str(path)))
+  assert ds.train_x.shape == (len(train_y), 32, 32, 3)
   assert ds.test_x.shape == (2, 32, 32, 3)
   assert ds.train_x.dtype == ds.test_x.dtype == np.float32
   assert ds.train_y.dtype == ds.test_y.dtype == np.int32
-  np.testing.assert_array_equal(ds.train_y, [0, 9, 1, 9, 2, 9, 3, 9, 4, 9])
-  np.testing.assert_array_equal(ds.test_y, [5, 9])
+  np.testing.assert_array_equal(ds.train_y, train_y)
+  np.testing.assert_array_equal(ds.test_y, test_y)
   images = np.concatenate([ds.train_x, ds.test_x])
-  pixels = [p for m in CIFAR_MEMBERS for p in CIFAR_PIXELS[m]]
+  pixels = [p for i in range(len(CIFAR_MEMBERS[name])) for p in _cifar_pixels(i)]
   expected = np.full_like(images, -1.0)
   for image, (c, r, col) in zip(expected, pixels):
     image[r, col, c] = 1.0
   np.testing.assert_array_equal(images, expected)
-  assert (ds.num_classes, ds.name) == (10, "cifar10")
+  assert (ds.num_classes, ds.name) == (CIFAR_CLASSES[name], name)
 
 
-def test_cifar_missing_path(tmp_path):
+def test_cifar_sources_do_not_read_each_others_archives(tmp_path):
+  _write_cifar_tar(tmp_path, "cifar10")
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(source="cifar100", path=str(tmp_path)))
+  assert "cifar-100-python.tar.gz" in str(err.value)
+  _write_cifar_dir(tmp_path, "cifar100")
+  ds = data.load_dataset(_cfg(source="cifar10", path=str(tmp_path)))
+  assert (len(ds.train_y), ds.num_classes) == (10, 10)
+
+
+@pytest.mark.parametrize("name", CIFAR_NAMES)
+def test_cifar_missing_path(tmp_path, name):
   missing = tmp_path / "nothing-here"
-  with pytest.raises(data.DataError, match="cifar-10-python.tar.gz") as err:
-    data.load_dataset(_cfg(source="cifar10", path=str(missing)))
+  with pytest.raises(data.DataError, match=CIFAR_ARCHIVES[name]) as err:
+    data.load_dataset(_cfg(source=name, path=str(missing)))
   assert str(missing) in str(err.value)
 
 
-def test_cifar_missing_tar_member(tmp_path):
-  path = _write_cifar_tar(tmp_path, test_batch=None)
-  with pytest.raises(data.DataError, match="cifar-10-batches-py/test_batch"):
-    data.load_dataset(_cfg(source="cifar10", path=str(path)))
+@pytest.mark.parametrize("name", CIFAR_NAMES)
+def test_cifar_empty_path(name):
+  with pytest.raises(data.DataError, match=f"needs cfg.path.*{CIFAR_ARCHIVES[name]}"):
+    data.load_dataset(_cfg(source=name, path=""))
 
 
-def test_cifar_missing_dir_file(tmp_path):
-  _write_cifar_dir(tmp_path, data_batch_3=None)
-  with pytest.raises(data.DataError, match="data_batch_3"):
-    data.load_dataset(_cfg(source="cifar10", path=str(tmp_path)))
+@pytest.mark.parametrize("name,member", [("cifar10", "test_batch"), ("cifar100", "test")])
+def test_cifar_missing_tar_member(tmp_path, name, member):
+  path = _write_cifar_tar(tmp_path, name, **{member: None})
+  with pytest.raises(data.DataError, match=f"{CIFAR_DIRS[name]}/{member} not found"):
+    data.load_dataset(_cfg(source=name, path=str(path)))
 
 
-def test_cifar_corrupt_archive(tmp_path):
-  path = tmp_path / "cifar-10-python.tar.gz"
+@pytest.mark.parametrize(
+  "name,member", [("cifar10", "data_batch_3"), ("cifar100", "train")]
+)
+def test_cifar_missing_dir_file(tmp_path, name, member):
+  directory = _write_cifar_dir(tmp_path, name, **{member: None})
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(source=name, path=str(tmp_path)))
+  assert f"batch {directory / member} not found" in str(err.value)
+
+
+@pytest.mark.parametrize(
+  "name,title", [("cifar10", "CIFAR-10"), ("cifar100", "CIFAR-100")]
+)
+def test_cifar_corrupt_archive(tmp_path, name, title):
+  path = tmp_path / CIFAR_ARCHIVES[name]
   path.write_bytes(b"\x1f\x8b garbage")
-  with pytest.raises(data.DataError, match="readable CIFAR-10 archive") as err:
-    data.load_dataset(_cfg(source="cifar10", path=str(path)))
+  with pytest.raises(data.DataError, match=f"readable {title} archive") as err:
+    data.load_dataset(_cfg(source=name, path=str(path)))
+  assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("name", CIFAR_NAMES)
+def test_cifar_truncated_archive_is_one_line_naming_it(tmp_path, name):
+  path = _write_cifar_tar(tmp_path, name)
+  raw = path.read_bytes()
+  path.write_bytes(raw[: len(raw) // 2])  # Cut inside a member's data.
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(source=name, path=str(path)))
+  assert str(err.value).startswith(f"{path}: not a readable ")
   assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+  "name,member", [("cifar10", "data_batch_2"), ("cifar100", "train")]
+)
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
 @pytest.mark.parametrize("writer", [_write_cifar_tar, _write_cifar_dir])
-def test_cifar_corrupt_pickle(tmp_path, writer):
-  path = writer(tmp_path, data_batch_2=b"\x80\x04 not a pickle")
-  with pytest.raises(data.DataError, match="data_batch_2: corrupt pickle"):
-    data.load_dataset(_cfg(source="cifar10", path=str(path)))
+def test_cifar_corrupt_pickle(tmp_path, writer, damage, name, member):
+  raw = _cifar_batch(name, member)
+  bad = b"\x80\x04 not a pickle" if damage == "garbage" else raw[: len(raw) // 2]
+  path = writer(tmp_path, name, **{member: bad})
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(source=name, path=str(path)))
+  assert str(err.value).startswith(f"{_where(path, name, member)}: corrupt pickle")
+  assert "\n" not in str(err.value)
 
 
-def test_cifar_wrong_data_length(tmp_path):
-  short = _cifar_batch("data_batch_4", data=np.zeros((2, 3000), np.uint8))
-  path = _write_cifar_tar(tmp_path, data_batch_4=short)
-  with pytest.raises(data.DataError, match=r"data_batch_4.*\(N, 3072\)"):
-    data.load_dataset(_cfg(source="cifar10", path=str(path)))
+@pytest.mark.parametrize(
+  "name,member,key",
+  [("cifar10", "test_batch", "b'labels'"), ("cifar100", "test", "b'fine_labels'")],
+)
+def test_cifar_batch_without_the_labels_it_needs(tmp_path, name, member, key):
+  # A CIFAR-100 batch with coarse labels only, a CIFAR-10 batch with CIFAR-100's.
+  batch = {b"data": np.zeros((2, 3072), np.uint8), b"coarse_labels": [0, 1]}
+  if name == "cifar10":
+    batch[b"fine_labels"] = [0, 1]
+  path = _write_cifar_tar(tmp_path, name, **{member: pickle.dumps(batch)})
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(source=name, path=str(path)))
+  where = _where(path, name, member)
+  assert str(err.value) == f"{where}: expected a dict with b'data' and {key}"
 
 
-def test_cifar_label_out_of_range(tmp_path):
-  bad = _cifar_batch("test_batch", labels=[3, -1])
-  path = _write_cifar_dir(tmp_path, test_batch=bad)
-  with pytest.raises(data.DataError, match="test_batch: label -1"):
-    data.load_dataset(_cfg(source="cifar10", path=str(path)))
+@pytest.mark.parametrize(
+  "name,member", [("cifar10", "data_batch_4"), ("cifar100", "test")]
+)
+def test_cifar_wrong_data_length(tmp_path, name, member):
+  short = _cifar_batch(name, member, data=np.zeros((2, 3000), np.uint8))
+  path = _write_cifar_tar(tmp_path, name, **{member: short})
+  with pytest.raises(data.DataError, match=rf"{member}: .*\(N, 3072\)"):
+    data.load_dataset(_cfg(source=name, path=str(path)))
 
 
-def test_cifar_label_count_mismatch(tmp_path):
-  bad = _cifar_batch("data_batch_1", labels=[1, 2, 3])
-  path = _write_cifar_dir(tmp_path, data_batch_1=bad)
-  with pytest.raises(data.DataError, match="data_batch_1: 2 images"):
-    data.load_dataset(_cfg(source="cifar10", path=str(path)))
+@pytest.mark.parametrize(
+  "name,member,label",
+  [
+    ("cifar10", "test_batch", -1),
+    ("cifar10", "data_batch_2", 10),
+    ("cifar100", "train", 100),
+    ("cifar100", "test", -1),
+  ],
+)
+@pytest.mark.parametrize("writer", [_write_cifar_tar, _write_cifar_dir])
+def test_cifar_label_out_of_range(tmp_path, writer, name, member, label):
+  bad = _cifar_batch(name, member, labels=[3, label])
+  path = writer(tmp_path, name, **{member: bad})
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(_cfg(source=name, path=str(path)))
+  assert str(err.value) == (
+    f"{_where(path, name, member)}: label {label} outside [0, {CIFAR_CLASSES[name]})"
+  )
+
+
+@pytest.mark.parametrize(
+  "name,member", [("cifar10", "data_batch_1"), ("cifar100", "train")]
+)
+def test_cifar_label_count_mismatch(tmp_path, name, member):
+  bad = _cifar_batch(name, member, labels=[1, 2, 3])
+  path = _write_cifar_dir(tmp_path, name, **{member: bad})
+  with pytest.raises(data.DataError, match=f"{member}: 2 images"):
+    data.load_dataset(_cfg(source=name, path=str(path)))
 
 
 # ------------------------------------------------------------------- digits.
@@ -398,13 +512,14 @@ def _archive_of(path):
 
 @pytest.fixture
 def mirror(tmp_path, monkeypatch):
-  """Serves tiny MNIST and CIFAR-10 archives under the real file names, laid
-  out like the cache, and makes their sizes and SHA-256 the published ones."""
+  """Serves tiny MNIST, CIFAR-10 and CIFAR-100 archives under the real file names,
+  laid out like the cache, and makes their sizes and SHA-256 the published ones."""
   root = tmp_path / "mirror"
   (root / "mnist").mkdir(parents=True)
   _write_idx_dir(root / "mnist", gz=True)
-  (root / "cifar10").mkdir()
-  _write_cifar_tar(root / "cifar10")
+  for name in CIFAR_NAMES:
+    (root / name).mkdir()
+    _write_cifar_tar(root / name, name)
   for name, archives in list(download.ARCHIVES.items()):
     monkeypatch.setitem(
       download.ARCHIVES,
@@ -426,9 +541,8 @@ def _local_copy(mirror, name):
   """The served archives of `name` loaded straight from disk."""
   if name == "mnist":
     return data.load_dataset(_cfg(source="idx", path=str(mirror.root / name)))
-  return data.load_dataset(
-    _cfg(source="cifar10", path=str(mirror.root / name / "cifar-10-python.tar.gz"))
-  )
+  path = mirror.root / name / CIFAR_ARCHIVES[name]
+  return data.load_dataset(_cfg(source=name, path=str(path)))
 
 
 def _assert_same_arrays(ds, expected):
@@ -437,11 +551,11 @@ def _assert_same_arrays(ds, expected):
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("name", ["mnist", "cifar10"])
+@pytest.mark.parametrize("name", ["mnist", *CIFAR_NAMES])
 def test_download_loads_the_served_archives_and_caches_only_them(mirror, tmp_path, name):
   ds = data.load_dataset(_download_cfg(mirror, tmp_path / "cache", name))
   _assert_same_arrays(ds, _local_copy(mirror, name))
-  assert (ds.num_classes, ds.name) == (10, name)
+  assert (ds.num_classes, ds.name) == (CIFAR_CLASSES.get(name, 10), name)
   filenames = [a.filename for a in download.ARCHIVES[name]]
   assert mirror.requests == [f"/{name}/{f}" for f in filenames]
   assert sorted(os.listdir(tmp_path / "cache" / name)) == sorted(filenames)
@@ -604,8 +718,18 @@ def test_download_into_an_impossible_cache_is_one_line(mirror, tmp_path):
   assert "\n" not in str(err.value) and not mirror.requests
 
 
+def test_download_archives_are_well_formed_and_the_ones_the_loaders_read():
+  for name, archives in download.ARCHIVES.items():
+    assert name in data.NUM_CLASSES and name in download.ORIGINS
+    for archive in archives:
+      assert archive.size > 0 and len(archive.sha256) == 64
+      assert set(archive.sha256) <= set("0123456789abcdef")
+  for name in CIFAR_NAMES:
+    assert [a.filename for a in download.ARCHIVES[name]] == [CIFAR_ARCHIVES[name]]
+
+
 def test_download_unknown_dataset_lists_choices(tmp_path):
-  with pytest.raises(data.DataError, match="one of mnist, cifar10"):
+  with pytest.raises(data.DataError, match="one of mnist, cifar10, cifar100$"):
     data.load_dataset(
       _cfg(source="download", name="fashion_mnist", cache_dir=str(tmp_path))
     )
@@ -620,6 +744,9 @@ def test_download_locations_argument_then_environment_then_default(monkeypatch, 
   assert download.archive_url("cifar10", "c.tar.gz") == (
     "https://www.cs.toronto.edu/~kriz/c.tar.gz"
   )
+  assert download.archive_url("cifar100", "cifar-100-python.tar.gz") == (
+    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+  )
   monkeypatch.setenv(download.CACHE_ENV, "/env/cache")
   monkeypatch.setenv(download.MIRROR_ENV, "http://env.example/data")
   assert download.cache_root() == "/env/cache"
@@ -633,15 +760,21 @@ def test_download_locations_argument_then_environment_then_default(monkeypatch, 
 def test_download_cli_fills_the_cache(mirror, tmp_path, monkeypatch, capsys):
   monkeypatch.setenv(download.CACHE_ENV, str(tmp_path / "cache"))
   monkeypatch.setenv(download.MIRROR_ENV, mirror.url)
-  assert download.main(["download", "mnist"]) == 0
-  assert capsys.readouterr().out.split() == [str(tmp_path / "cache" / "mnist")]
+  assert download.main(["download", "mnist", "cifar100"]) == 0
+  assert capsys.readouterr().out.split() == [
+    str(tmp_path / "cache" / name) for name in ("mnist", "cifar100")
+  ]
   assert len(os.listdir(tmp_path / "cache" / "mnist")) == 4
+  assert os.listdir(tmp_path / "cache" / "cifar100") == ["cifar-100-python.tar.gz"]
+  assert not os.path.exists(tmp_path / "cache" / "cifar10")
   assert download.main(["download", "svhn"]) == 1
   assert capsys.readouterr().err.startswith("error: no download for dataset 'svhn'")
 
 
-@pytest.mark.parametrize("module,name", [("mnist", "mnist"), ("cifar", "cifar10")])
-def test_paper_configs_download_by_default(mirror, tmp_path, module, name):
+@pytest.mark.parametrize(
+  "module,name", [("mnist", "mnist"), ("cifar", "cifar10"), ("cifar100", "cifar100")]
+)
+def test_configs_download_by_default(mirror, tmp_path, module, name):
   config = importlib.import_module(f"configs.{module}").get_config()
   assert (config.data.source, config.data.name) == ("download", name)
   config.data.cache_dir, config.data.mirror = str(tmp_path), mirror.url
@@ -660,7 +793,7 @@ def test_unknown_source_lists_choices():
 
 
 def test_tfds_unknown_name_lists_choices():
-  with pytest.raises(data.DataError, match="mnist, fashion_mnist, cifar10"):
+  with pytest.raises(data.DataError, match="mnist, fashion_mnist, cifar10, cifar100$"):
     data.load_dataset(_cfg(source="tfds", name="imagenet"))
 
 
@@ -670,7 +803,50 @@ def test_tfds_missing_package_says_how_to_install(monkeypatch):
     data.load_dataset(_cfg(source="tfds", name="mnist"))
 
 
-def test_tfds_mock_data(tmp_path, monkeypatch):
+def _fake_tfds(monkeypatch, labels):
+  """Installs a stand-in for tensorflow_datasets (which need not be installed) that
+  serves two white 32x32x3 images per split with `labels[split]`; returns the calls
+  to its `load`."""
+  loads = []
+
+  def load(name, *, split, batch_size, data_dir):
+    loads.append((name, split, batch_size, data_dir))
+    images = np.full((2, 32, 32, 3), 255, np.uint8)
+    return {"image": images, "label": np.array(labels[split], np.int64)}
+
+  module = types.ModuleType("tensorflow_datasets")
+  module.load, module.as_numpy = load, lambda tree: tree
+  monkeypatch.setitem(sys.modules, "tensorflow_datasets", module)
+  return loads
+
+
+@pytest.mark.parametrize("name,num_classes", [("cifar10", 10), ("cifar100", 100)])
+def test_tfds_labels_are_checked_against_the_datasets_classes(
+  monkeypatch, tmp_path, name, num_classes
+):
+  top = num_classes - 1
+  labels = {"train": [top, 0], "test": [1, top]}
+  loads = _fake_tfds(monkeypatch, labels)
+  cfg = _cfg(source="tfds", name=name, data_dir=str(tmp_path))
+  ds = data.load_dataset(cfg)
+  assert loads == [(name, split, -1, str(tmp_path)) for split in ("train", "test")]
+  assert (ds.num_classes, ds.name) == (num_classes, name)
+  np.testing.assert_array_equal(ds.train_y, [top, 0])
+  np.testing.assert_array_equal(ds.test_y, [1, top])
+  assert ds.train_y.dtype == np.int32
+  np.testing.assert_array_equal(ds.test_x, np.ones((2, 32, 32, 3), np.float32))
+  labels["test"] = [1, num_classes]
+  with pytest.raises(data.DataError) as err:
+    data.load_dataset(cfg)
+  expected = f"tfds {name}[test]: label {num_classes} outside [0, {num_classes})"
+  assert str(err.value) == expected
+
+
+@pytest.mark.parametrize(
+  "name,shape,num_classes",
+  [("fashion_mnist", (28, 28, 1), 10), ("cifar100", (32, 32, 3), 100)],
+)
+def test_tfds_mock_data(tmp_path, monkeypatch, name, shape, num_classes):
   tfds = pytest.importorskip(
     "tensorflow_datasets",
     reason="tensorflow-datasets not installed (pip install -e .[tfds])",
@@ -679,16 +855,14 @@ def test_tfds_mock_data(tmp_path, monkeypatch):
   # sys.maxsize, which TensorFlow cannot allocate; give them the mock's size.
   monkeypatch.setattr(tfds.core.SplitDict, "total_num_examples", property(lambda self: 6))
   with tfds.testing.mock_data(num_examples=6):
-    ds = data.load_dataset(
-      _cfg(source="tfds", name="fashion_mnist", data_dir=str(tmp_path))
-    )
-  assert ds.train_x.shape == ds.test_x.shape == (6, 28, 28, 1)
+    ds = data.load_dataset(_cfg(source="tfds", name=name, data_dir=str(tmp_path)))
+  assert ds.train_x.shape == ds.test_x.shape == (6, *shape)
   assert ds.train_x.dtype == np.float32 and ds.train_y.dtype == np.int32
   pixels = (ds.train_x + 1) * 127.5
   np.testing.assert_allclose(pixels, np.round(pixels), atol=1e-4)
   assert pixels.min() >= 0 and pixels.max() <= 255
-  assert ds.train_y.min() >= 0 and ds.train_y.max() < 10
-  assert (ds.num_classes, ds.name) == (10, "fashion_mnist")
+  assert ds.train_y.min() >= 0 and ds.train_y.max() < num_classes
+  assert (ds.num_classes, ds.name) == (num_classes, name)
 
 
 # ----------------------------------------------------------------- batching.
