@@ -144,12 +144,17 @@ def test_kolen_pollack_kernels_get_the_weights_updates_and_decay_toward_them(non
   x = jax.random.uniform(jax.random.key(1), (8, 8, 8, 1), minval=-1.0, maxval=1.0)
   y = jnp.arange(8) % 4
   gap0 = {n: params[n]["w"] - params[n]["w_back"] for n in ("dense_1", "readout")}
-  for _ in range(steps):
+
+  @jax.jit
+  def step(params, state):
     _, updates = gevb_jax.loss_and_updates(
       net, {**variables, "params": params}, x, y, "kp"
     )
     updates, state = tx.update(updates, state, params)
-    params = optax.apply_updates(params, updates)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(steps):
+    params, state = step(params, state)
   for name, gap in gap0.items():
     now = params[name]["w"] - params[name]["w_back"]
     if nonneg:  # The clip at zero only ever closes the gap.
