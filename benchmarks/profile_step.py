@@ -26,7 +26,7 @@ from absl import app, flags
 from common import DATASETS, NETS
 
 import gevb_jax
-from gevb_jax import train
+from gevb_jax import rules, train
 
 HEAVY = (
   "convolution",
@@ -124,7 +124,12 @@ def main(argv):
   dataset, arch = FLAGS.only.split("-")
   shape = DATASETS[dataset]
   net = gevb_jax.make_network(
-    arch, input_shape=shape, num_classes=10, vectorized=FLAGS.vectorized, nonneg=True
+    arch,
+    input_shape=shape,
+    num_classes=10,
+    vectorized=FLAGS.vectorized,
+    nonneg=True,
+    backward_kernels=rules.backward_kernels(FLAGS.rule),
   )
   variables = net.init(jax.random.key(0))
   tx = gevb_jax.make_optimizer(net)

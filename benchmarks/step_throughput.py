@@ -24,7 +24,7 @@ from common import DATASETS, NO_NET_MATCHES, autodiff_step, matches_a_net
 
 import gevb_jax
 from gevb_jax import layers as L
-from gevb_jax import train
+from gevb_jax import output_codes, rules, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
@@ -34,6 +34,9 @@ flags.DEFINE_integer(
 flags.DEFINE_string("only", "", "substring filter on 'dataset-arch'")
 flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
 flags.DEFINE_bool("json", False, "print JSON lines instead")
+flags.DEFINE_enum(
+  "output_code", "onehot", output_codes.CODES, "Class code of the outputs (Section 7)."
+)
 
 # The authors' PyTorch code, GEVB, batch 128, this 2-core CPU (ex/s): MNIST from the
 # run quoted in issue 8 (204, 1096, 3331 ms/step), CIFAR-10 from the first issue.
@@ -62,9 +65,10 @@ def step_flops(net, rule):
     elif info.first:  # Layer 1's update is forward-sized by nature.
       backward += k * f
     else:  # Contract with e, then one unvectorized map,
-      backward += f * (2 if rule == "bp" else 1)  # twice for BP (delta_hat).
+      # Twice for the layer-wise rules (BP's delta_hat, FA/KP/sign's d).
+      backward += f * (2 if rule in rules.LAYERWISE_RULES else 1)
     if rule == "dfa" and not info.readout:
-      backward += 2 * net.num_classes * math.prod(info.out_shape)  # e B.
+      backward += 2 * net.num_outputs * math.prod(info.out_shape)  # e B.
   return forward + backward
 
 
@@ -110,7 +114,13 @@ def timed_steps(step, state, x, y, idx, iters):
 def bench(dataset, arch, vectorized, rule, batch, iters):
   shape = DATASETS[dataset]
   net = gevb_jax.make_network(
-    arch, input_shape=shape, num_classes=10, vectorized=vectorized, nonneg=True
+    arch,
+    input_shape=shape,
+    num_classes=10,
+    vectorized=vectorized,
+    nonneg=True,
+    backward_kernels=rules.backward_kernels(rule),
+    output_code=FLAGS.output_code,
   )
   variables = net.init(jax.random.key(0))
   params, fixed = variables["params"], variables["fixed"]
@@ -140,7 +150,8 @@ def bench(dataset, arch, vectorized, rule, batch, iters):
     t_auto = None
   flops = step_flops(net, rule) * batch
   return {
-    "model": f"{dataset} {'vec' if vectorized else 'conv.'} {arch}",
+    "model": f"{dataset} {'vec' if vectorized else 'conv.'} {arch}"
+    + (f" {FLAGS.output_code}" if FLAGS.output_code != "onehot" else ""),
     "rule": rule,
     "forward_ex_s": batch / t_fwd,
     "step_ex_s": batch / t_step,
