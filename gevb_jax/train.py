@@ -338,7 +338,7 @@ def train_and_evaluate(config, workdir):
   config_check.check_config(config)
   config_check.check_workdir(workdir)
   runs = seed_runs(config, workdir)
-  finished = [not run_folder.claimable(c, w) and run_folder.finished(w) for c, w in runs]
+  finished = [not run_folder.claimable(c, w) and _complete(c, w) for c, w in runs]
   if all(finished):
     print(f"{workdir} holds a finished run; nothing to do", flush=True)
     summaries = [run_folder.read_summary(w) for _, w in runs]
@@ -388,6 +388,19 @@ def _evaluates(epoch, config):
   """Whether a run evaluates after ``epoch`` epochs: at 0, every ``eval_every`` and
   at the end."""
   return epoch == 0 or epoch % config.eval_every == 0 or epoch == config.num_epochs
+
+
+def _complete(config, workdir):
+  """Whether ``workdir`` holds a finished run with every evaluation in its metrics. A
+  finished run that lost rows (a damaged line) runs again from its last checkpoint,
+  which rebuilds them and changes nothing else."""
+  if not run_folder.finished(workdir):
+    return False
+  epochs = run_folder.read_summary(workdir).get("epochs_run")
+  if not isinstance(epochs, int):
+    return False
+  present = {row["epoch"] for row in run_folder.read_metrics(workdir)}
+  return all(e in present for e in range(epochs + 1) if _evaluates(e, config))
 
 
 @dataclasses.dataclass
