@@ -97,7 +97,7 @@ class Network:
   vectorized: bool
   nonneg: bool
   # Kernels that carry the error backward in place of the forward weights' transposes,
-  # one per weighted layer past the first (rules.BACKWARD_KERNELS): "" none, "fixed"
+  # one per weighted layer past the first (rules.backward_kernels): "" none, "fixed"
   # (feedback alignment: drawn once, in ``fixed``) or "learned" (Kolen-Pollack: trained
   # beside the weights, in ``params``).
   backward_kernels: str = ""

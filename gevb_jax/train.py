@@ -8,7 +8,8 @@ evaluation and at most ``checkpoint_every_s`` apart between them; the latest kep
 those at evaluations) and ``summary.json``.
 
 Resuming is exact: an epoch's batches depend only on ``(seed, epoch)``, and the
-state is checkpointed at epoch ends, so a run killed at any moment and rerun replays
+state is checkpointed at epoch ends (every evaluation, and at most every
+``checkpoint_every_s`` between them), so a run killed at any moment and rerun replays
 the epochs since its last checkpoint and ends with the same parameters and metrics as
 one that never stopped. With ``config.num_seeds`` > 1 the seeds train as one program,
 each seed in its own workdir (``seed_runs``).
@@ -195,11 +196,12 @@ def run_epoch(
   """
   steps = len(batches)
   size = steps_per_call or steps
+  per_step = batches.shape[2] * int(np.sum(active))  # Examples the active seeds see.
   loss_sum = jnp.zeros(len(active), jnp.float32)
   active = jnp.asarray(active)
   previous = None
   with tqdm.tqdm(
-    total=steps * batches.shape[2] * int(active.sum()),
+    total=steps * per_step,
     desc=desc,
     disable=not progress,
     leave=False,
@@ -213,7 +215,7 @@ def run_epoch(
         if previous is not None:
           previous[0].block_until_ready()
           bar.update(previous[1])
-        previous = (loss_sum, len(idx) * batches.shape[2] * int(active.sum()))
+        previous = (loss_sum, len(idx) * per_step)
     bar.update(bar.total - bar.n)
   return state, loss_sum
 
@@ -314,14 +316,15 @@ def _eval_line(row, seed=None):
 def seed_runs(config, workdir):
   """``[(config, workdir)]`` of each seed a run of ``config`` trains: the config
   itself in ``workdir`` for one seed; for several, seed ``s``'s config (``seed = s``,
-  ``num_seeds = 1``) in ``workdir/seed_<s>``."""
+  ``num_seeds = 1``) in ``workdir/seed_<s>`` (``workdir.seed_dirs``)."""
+  folders = run_folder.seed_dirs(workdir, config.seed, config.num_seeds)
   if config.num_seeds == 1:
-    return [(config, workdir)]
+    return [(config, folders[0])]
   runs = []
-  for seed in range(config.seed, config.seed + config.num_seeds):
+  for offset, folder in enumerate(folders):
     one = config.copy_and_resolve_references()
-    one.seed, one.num_seeds = seed, 1
-    runs.append((one, run_folder.seed_dir(workdir, seed)))
+    one.seed, one.num_seeds = config.seed + offset, 1
+    runs.append((one, folder))
   return runs
 
 
@@ -457,8 +460,8 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
   steps_per_epoch = len(ds.train_x) // config.batch_size
 
   def make_rows(epoch, state, due, eval_step):
-    """The evaluations of the ``due`` seeds in ``state`` (stacked) after ``epoch``
-    epochs, as metrics rows by seed."""
+    """The evaluations of the ``due`` ``(slot, run)`` seeds in ``state`` (stacked)
+    after ``epoch`` epochs, as ``[(run, metrics row)]``."""
     variables = {"params": state["params"], "fixed": state["fixed"]}
     train_error, train_loss = evaluate(
       eval_step, variables, ds.train_x, ds.train_y, eval_batch, mesh
@@ -466,7 +469,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
     test_error, test_loss = evaluate(
       eval_step, variables, ds.test_x, ds.test_y, eval_batch, mesh
     )
-    rows = {}
+    rows = []
     for slot, run in due:
       row = {
         "epoch": epoch,
@@ -488,7 +491,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
             net, one, probe[0], batch_size=probe_batch
           )
           row["eq15_relative_std"] = metrics.eq15_prediction(net, one)
-      rows[run.seed] = row
+      rows.append((run, row))
     return rows
 
   def log(run, row):
@@ -498,6 +501,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
 
   seed_states = []
   states = []
+  eval_one = make_eval_step(net, mesh)  # For evaluations rebuilt from one checkpoint.
   for slot, ((c, w), done) in enumerate(zip(runs, finished, strict=True)):
     run = _Seed(c, w, slot, done=done)
     seed_states.append(run)
@@ -523,8 +527,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
           restored if e == run.epoch else run_folder.restore_step(run.manager, e, fresh)
         )
         if kept is not None:
-          one = _stack([kept])
-          row = make_rows(e, one, [(0, run)], make_eval_step(net, mesh))[run.seed]
+          [(_, row)] = make_rows(e, _stack([kept]), [(0, run)], eval_one)
           run.history.append(row)
           print(f"rebuilt the evaluation of epoch {e} from its checkpoint", flush=True)
     run.history.sort(key=lambda row: row["epoch"])
@@ -541,13 +544,14 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
   if fresh:
     for _, run in fresh:
       run.epoch = 0
-    for seed, row in make_rows(0, state, fresh, eval_step).items():
-      log(seed_states[seed - config.seed], row)
+    for run, row in make_rows(0, state, fresh, eval_step):
+      log(run, row)
     for slot, run in fresh:
       run_folder.save(run.manager, 0, _slot(state, slot))
   for run in seed_states:
     if not run.done and run.last is None:  # No evaluation survives or can be rebuilt.
-      log(run, make_rows(run.epoch, state, [(run.slot, run)], eval_step)[run.seed])
+      [(_, row)] = make_rows(run.epoch, state, [(run.slot, run)], eval_step)
+      log(run, row)
     if not run.done:
       run.stopped_early = config.stop_at_zero_train_error and run.last["train_error"] == 0
       run.done = run.stopped_early or run.epoch >= config.num_epochs
@@ -585,8 +589,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
     going = [run for run in going if run.failure is None]
     due = [(run.slot, run) for run in going if _evaluates(epoch, config)]
     if due:
-      for seed, row in make_rows(epoch, state, due, eval_step).items():
-        run = seed_states[seed - config.seed]
+      for run, row in make_rows(epoch, state, due, eval_step):
         log(run, row)
         run.stopped_early = config.stop_at_zero_train_error and row["train_error"] == 0
     # Every evaluation (the last epoch is one) is checkpointed, and otherwise at most

@@ -69,6 +69,15 @@ def seed_dir(workdir, seed):
   return os.path.join(workdir, f"seed_{seed}")
 
 
+def seed_dirs(workdir, seed, num_seeds):
+  """The run folder of each seed that a run of seeds ``seed``, ...,
+  ``seed + num_seeds - 1`` in ``workdir`` writes: ``workdir`` itself for one seed,
+  ``seed_dir`` of each for several."""
+  if num_seeds == 1:
+    return [workdir]
+  return [seed_dir(workdir, s) for s in range(seed, seed + num_seeds)]
+
+
 def _path(workdir, name):
   return os.path.join(workdir, name)
 

@@ -180,9 +180,8 @@ class Job:
   @property
   def run_folders(self):
     """The run folder of every seed, in the order of ``seeds``."""
-    if not self.packed:
-      return [self.workdir]
-    return [pathlib.Path(run_folder.seed_dir(self.workdir, s)) for s in self.seeds]
+    folders = run_folder.seed_dirs(self.workdir, self.seeds[0], len(self.seeds))
+    return [pathlib.Path(folder) for folder in folders]
 
   @property
   def seed_text(self):
