@@ -24,7 +24,8 @@ from common import DATASETS, NO_NET_MATCHES, autodiff_step, matches_a_net
 
 import gevb_jax
 from gevb_jax import layers as L
-from gevb_jax import output_codes, rules, train
+from gevb_jax import rules, train
+from gevb_jax.grid import OUTPUT_CODES
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
@@ -35,7 +36,7 @@ flags.DEFINE_string("only", "", "substring filter on 'dataset-arch'")
 flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
 flags.DEFINE_bool("json", False, "print JSON lines instead")
 flags.DEFINE_enum(
-  "output_code", "onehot", output_codes.CODES, "Class code of the outputs (Section 7)."
+  "output_code", "onehot", OUTPUT_CODES, "Class code of the outputs (Section 7)."
 )
 
 # The authors' PyTorch code, GEVB, batch 128, this 2-core CPU (ex/s): MNIST from the

@@ -11,7 +11,7 @@ import tempfile
 
 import jax
 
-from gevb_jax import output_codes
+from gevb_jax.grid import OUTPUT_CODES
 
 # Free disk a run needs to start: config, metrics, a few checkpoints of a small net.
 MIN_FREE_DISK_BYTES = 64 * 2**20
@@ -76,11 +76,11 @@ def check_config(config):
     or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0 for w in widths)
   ):
     _fail("model.widths", widths, "must be a tuple of positive integers, e.g. (512,256)")
-  if config.model.output_code not in output_codes.CODES:
+  if config.model.output_code not in OUTPUT_CODES:
     _fail(
       "model.output_code",
       config.model.output_code,
-      f"choose {' or '.join(output_codes.CODES)}",
+      f"choose {' or '.join(OUTPUT_CODES)}",
     )
 
 

@@ -1,6 +1,7 @@
-"""The paper's experiment grid, written once: architectures, kinds of network, which
-rules train which kind, the columns of Tables 1-2 and each experiment's run-folder
-name. ``models``, ``rules``, ``report`` and ``launch`` read it from here.
+"""The experiment grid, written once: architectures, kinds of network, which rules train
+which kind, output codes, the columns of Tables 1-2 (the paper's, then the ones beyond
+it) and each experiment's run-folder name. ``models``, ``rules``, ``output_codes``,
+``report`` and ``launch`` read it from here.
 
 Plain Python: nothing here imports JAX.
 """
@@ -30,6 +31,9 @@ RULES = {
   "vectorized": PAPER_RULES["vectorized"],
   "conventional": PAPER_RULES["conventional"] + FEEDBACK_RULES,
 }
+# How the outputs code the class: one-hot (K = C outputs), as in the paper, or binary
+# (K = ceil(log2 C)), Section 7's proposal (``output_codes``). The first is the paper's.
+OUTPUT_CODES = ("onehot", "binary")
 # Grid files and run folders written before the kinds were spelled out.
 OLD_KIND_NAMES = {"vec": "vectorized", "conv": "conventional"}
 
@@ -44,14 +48,57 @@ def sign(nonneg):
   return "nonneg" if nonneg else "mixed"
 
 
+def _code_suffix(output_code, separator):
+  """Nothing for the paper's one-hot code, else the code after ``separator``."""
+  return "" if output_code == OUTPUT_CODES[0] else separator + output_code
+
+
+class Column(NamedTuple):
+  """A column of the tables: a kind of network, a sign constraint, a rule and an
+  output code."""
+
+  vectorized: bool
+  nonneg: bool
+  rule: str
+  output_code: str = OUTPUT_CODES[0]
+
+  @property
+  def kind(self):
+    return kind(self.vectorized)
+
+  @property
+  def label(self):
+    """The rule as in Figs. 4-5, with "+" for nonnegative networks (and the code
+    when it is not one-hot)."""
+    return (
+      self.rule.upper()
+      + ("+" if self.nonneg else "")
+      + _code_suffix(self.output_code, " ")
+    )
+
+  @property
+  def is_paper(self):
+    """Whether Tables 1-2 of the paper have this column."""
+    return self in COLUMNS
+
+  def __str__(self):
+    nonneg = "Nonneg" if self.nonneg else "Mixed"
+    text = f"{self.kind.capitalize()} {nonneg} {self.rule.upper()}"
+    return text + _code_suffix(self.output_code, " ")
+
+
 class Experiment(NamedTuple):
-  """One cell of Tables 1-2: an architecture, a kind of network, a sign constraint
-  and a rule."""
+  """One cell of the tables: an architecture and a ``Column``."""
 
   arch: str
   vectorized: bool
   nonneg: bool
   rule: str
+  output_code: str = OUTPUT_CODES[0]
+
+  @property
+  def column(self):
+    return Column(*self[1:])
 
   @property
   def kind(self):
@@ -59,8 +106,10 @@ class Experiment(NamedTuple):
 
   @property
   def name(self):
-    """The run folder's name, e.g. ``conv-vectorized-nonneg-gevb``."""
-    return f"{self.arch}-{self.kind}-{sign(self.nonneg)}-{self.rule}"
+    """The run folder's name, e.g. ``conv-vectorized-nonneg-gevb``, or
+    ``fc-conventional-mixed-kp-binary`` for the binary output code."""
+    name = f"{self.arch}-{self.kind}-{sign(self.nonneg)}-{self.rule}"
+    return name + _code_suffix(self.output_code, "-")
 
   @property
   def old_name(self):
@@ -70,8 +119,7 @@ class Experiment(NamedTuple):
 
   @property
   def label(self):
-    """The rule as in Figs. 4-5, with "+" for nonnegative networks."""
-    return self.rule.upper() + ("+" if self.nonneg else "")
+    return self.column.label
 
   @property
   def is_vnn_gevb(self):
@@ -79,17 +127,23 @@ class Experiment(NamedTuple):
     return self.vectorized and self.nonneg and self.rule == "gevb"
 
   def __str__(self):
-    nonneg = "Nonneg" if self.nonneg else "Mixed"
-    kind_name = self.kind.capitalize()
-    return f"{ARCH_NAMES[self.arch]} {kind_name} {nonneg} {self.rule.upper()}"
+    return f"{ARCH_NAMES[self.arch]} {self.column}"
 
 
-# Columns of Tables 1-2 in the paper's order: (vectorized, nonneg, rule).
-COLUMNS = tuple(
-  (k == KINDS[0], nonneg, rule)
+# Every column a table can have, grouped by kind, then sign, then output code; within
+# a group the paper's rules come first, in its order.
+ALL_COLUMNS = tuple(
+  Column(k == KINDS[0], nonneg, rule, code)
   for k in KINDS
   for nonneg in (True, False)
-  for rule in PAPER_RULES[k]
+  for code in OUTPUT_CODES
+  for rule in RULES[k]
 )
-# The 24 experiments of one table.
+# The 8 columns of Tables 1-2, in the paper's order.
+COLUMNS = tuple(
+  c
+  for c in ALL_COLUMNS
+  if c.rule in PAPER_RULES[c.kind] and c.output_code == OUTPUT_CODES[0]
+)
+# The 24 experiments of one of the paper's tables.
 GRID = tuple(Experiment(arch, *column) for arch in ARCHS for column in COLUMNS)

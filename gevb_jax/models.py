@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from gevb_jax import init as initializers
 from gevb_jax import layers as L
 from gevb_jax import output_codes
-from gevb_jax.grid import ARCHS
+from gevb_jax.grid import ARCHS, OUTPUT_CODES
 
 # Table 3 (1-channel inputs) and Table 4 (3-channel inputs). Hidden weighted layers
 # only; the readout is added by make_network.
@@ -394,8 +394,8 @@ def make_network(
     )
   if backward_kernels and vectorized:
     raise ValueError("backward kernels are for conventional networks (vectorized=False)")
-  if output_code not in output_codes.CODES:
-    choices = ", ".join(output_codes.CODES)
+  if output_code not in OUTPUT_CODES:
+    choices = ", ".join(OUTPUT_CODES)
     raise ValueError(f"unknown output_code {output_code!r}; choose one of {choices}")
   readout = L.Dense(
     1 if vectorized else output_codes.num_outputs(output_code, num_classes)

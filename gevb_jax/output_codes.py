@@ -6,7 +6,7 @@ onehot(y)`` (Eq. 2) and the prediction ``argmax z``. Binary: output ``k`` is bit
 the class's number (``code_bits``); the loss is the sum of K sigmoid cross-entropies
 against the bits, so ``e = sigmoid(z) - bits(y)``; the prediction is the class whose
 code is most likely under independent bits, ``argmax_c sum_k log p(z_k -> bit_ck)``.
-GEVB broadcasts whichever ``e`` the code gives.
+GEVB broadcasts whichever ``e`` the code gives. ``grid.OUTPUT_CODES`` names the codes.
 """
 
 import math
@@ -14,8 +14,6 @@ import math
 import jax
 import jax.numpy as jnp
 import optax
-
-CODES = ("onehot", "binary")
 
 
 def num_outputs(code, num_classes):

@@ -58,15 +58,13 @@ _TABLES = {
 TABLE_NUMBERS = {"mnist": 1, "cifar10": 2}
 
 
-def published(dataset, arch, vectorized, nonneg, rule):
-  """The paper's cell for an experiment, or None (no such table or cell)."""
-  row = _TABLES.get(dataset, {}).get((arch, bool(vectorized)))
-  if row is None:
+def published(dataset, experiment):
+  """The paper's cell for a ``grid.Experiment``, or None (no such table or cell)."""
+  row = _TABLES.get(dataset, {}).get((experiment.arch, experiment.vectorized))
+  if row is None or not experiment.column.is_paper:
     return None
-  columns = [(n, r) for v, n, r in grid.COLUMNS if v == bool(vectorized)]
-  if (bool(nonneg), rule) not in columns:
-    return None
-  return row[columns.index((bool(nonneg), rule))]
+  columns = [c for c in grid.COLUMNS if c.vectorized == experiment.vectorized]
+  return row[columns.index(experiment.column)]
 
 
 def tolerance(paper_test):

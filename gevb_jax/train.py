@@ -287,7 +287,9 @@ def memory_bounded_batches(net, config, num_devices):
 def _header(config, ds, net, mesh):
   """The console's first line: data, network, rule, seeds and devices."""
   shape = "x".join(map(str, ds.train_x.shape[1:]))
-  experiment = grid.Experiment(config.model.arch, net.vectorized, net.nonneg, config.rule)
+  experiment = grid.Experiment(
+    config.model.arch, net.vectorized, net.nonneg, config.rule, net.output_code
+  )
   devices = f"{mesh.size} {jax.default_backend()} device{'s' * (mesh.size > 1)}"
   seeds = ""
   if config.num_seeds > 1:

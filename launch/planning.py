@@ -30,6 +30,7 @@ RESERVED_KEYS = (
   "model.vectorized",
   "model.nonneg",
   "rule",
+  "model.output_code",
   "seed",
   "num_seeds",
 )
@@ -56,7 +57,8 @@ def _check_key(key):
     raise ValueError(f"bad config key {key!r}: expected a dotted name like model.width")
   if key in RESERVED_KEYS:
     raise ValueError(
-      f"config key {key!r} is set per job by the grid, --seeds and --pack_seeds; "
+      f"config key {key!r} is set per job by the grid's archs, kinds, nonneg, rules "
+      "and output_codes, --seeds and --pack_seeds; "
       f"overrides may not set any of {', '.join(RESERVED_KEYS)}"
     )
 
@@ -72,7 +74,8 @@ def _kinds(values):
 
 @dataclasses.dataclass(frozen=True)
 class Grid:
-  """One config file crossed with archs x kinds x nonneg x rules (per kind).
+  """One config file crossed with archs x kinds x nonneg x rules (per kind) x output
+  codes: the axes of ``grid.ALL_COLUMNS``, each defaulting to the paper's values.
 
   Kinds are "vectorized" and "conventional" (``grid.KINDS``); the old names "vec" and
   "conv" are read as those.
@@ -85,6 +88,7 @@ class Grid:
   # Kinds missing here get the paper's rules, grid.PAPER_RULES[kind]; any of
   # grid.RULES[kind] may be listed.
   rules: Mapping[str, Sequence[str]] = dataclasses.field(default_factory=dict)
+  output_codes: Sequence[str] = grid.OUTPUT_CODES[:1]
   overrides: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
@@ -107,6 +111,7 @@ class Grid:
           f"rules given for kind {kind!r}, which is not in kinds {list(self.kinds)}"
         )
       _check_list(f"rules for kind {kind!r}", kind_rules, grid.RULES[kind])
+    _check_list("output_codes", self.output_codes, grid.OUTPUT_CODES)
     if not isinstance(self.overrides, Mapping):
       raise ValueError(
         f"overrides must map config keys to values; got {self.overrides!r}"
@@ -223,6 +228,7 @@ class Job:
       f"--config.model.vectorized={e.vectorized}",
       f"--config.model.nonneg={e.nonneg}",
       f"--config.rule={e.rule}",
+      f"--config.model.output_code={e.output_code}",
       f"--config.seed={self.seeds[0]}",
       *([f"--config.num_seeds={len(self.seeds)}"] if self.packed else []),
       *(f"--config.{key}={value}" for key, value in self.overrides),
@@ -242,17 +248,18 @@ def plan(sweep_grid, seeds, root, overrides=None, *, pack_seeds):
     pack_seeds: whether one job trains all the seeds of an experiment.
 
   Returns:
-    With ``pack_seeds``, one ``Job`` per (arch, kind, nonneg, rule); without, one per
-    (seed, arch, kind, nonneg, rule), all of seed 0 first.
+    With ``pack_seeds``, one ``Job`` per (arch, kind, nonneg, rule, output code);
+    without, one per seed and those, all of seed 0 first.
   """
   merged = {**sweep_grid.overrides, **(overrides or {})}
   items = tuple((key, str(value)) for key, value in merged.items())
   dataset_dir = pathlib.Path(root) / pathlib.PurePath(sweep_grid.config).stem
   experiments = [
-    grid.Experiment(arch, kind == "vectorized", nonneg, rule)
+    grid.Experiment(arch, kind == "vectorized", nonneg, rule, code)
     for arch in sweep_grid.archs
     for kind in sweep_grid.kinds
     for nonneg in sweep_grid.nonneg
+    for code in sweep_grid.output_codes
     for rule in sweep_grid.rules_for(kind)
   ]
   if pack_seeds:

@@ -5,7 +5,8 @@ Every seed of every experiment is one run, in its own stable run folder
   <root>/<dataset>/<experiment>/seed_<N>
 
 where <dataset> is the config file's stem (mnist, cifar, ...) and <experiment> is
-<arch>-<vectorized|conventional>-<nonneg|mixed>-<rule>. By default (--pack_seeds)
+<arch>-<vectorized|conventional>-<nonneg|mixed>-<rule>, with -binary after it for
+the binary output code (grid.Experiment.name). By default (--pack_seeds)
 all the seeds of an experiment are one job, one process of the training CLI:
 
   python -m gevb_jax.main --config=<config> --workdir=<root>/<dataset>/<experiment> \
@@ -63,6 +64,8 @@ JSON file holding one object with these keys:
                                 gevb, bp and "conventional" dfa, bp, fa, kp,
                                 sign (default: the paper's two rules per kind,
                                 gevb, bp and dfa, bp)
+  output_codes  list of strings "onehot" (the paper's, the default) and/or
+                                "binary" (Section 7: K = ceil(log2 C) outputs)
   overrides  object             config key -> string, number or boolean,
                                 passed as --config.<key>=<value>
 

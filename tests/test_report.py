@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from gevb_jax import grid, report
+from gevb_jax import grid, paper_results, report
 from gevb_jax import workdir as run_folder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -36,14 +36,18 @@ def _errors(index, seed):
 
 
 def _workdir(root, experiment, seed, dataset="digits"):
-  arch, vectorized, nonneg, rule = experiment
-  return root / dataset / f"{arch}_v{vectorized:d}_n{nonneg:d}_{rule}" / f"seed_{seed}"
+  arch, vectorized, nonneg, rule, code = experiment
+  name = f"{arch}_v{vectorized:d}_n{nonneg:d}_{rule}_{code}"
+  return root / dataset / name / f"seed_{seed}"
 
 
-def _write_run(root, index, seed, dataset="digits", measurements=True, workdir=None):
-  """Writes a finished run of GRID[index] with known numbers (into `workdir`, if given,
-  instead of the folder ``_workdir`` names)."""
-  experiment = grid.GRID[index]
+def _write_run(
+  root, index, seed, dataset="digits", measurements=True, workdir=None, experiment=None
+):
+  """Writes a finished run of GRID[index] (or of `experiment`, with GRID[index]'s
+  numbers) with known numbers (into `workdir`, if given, instead of the folder
+  ``_workdir`` names)."""
+  experiment = experiment or grid.GRID[index]
   workdir = workdir or _workdir(root, experiment, seed, dataset)
   workdir.mkdir(parents=True)
   config = {
@@ -53,6 +57,7 @@ def _write_run(root, index, seed, dataset="digits", measurements=True, workdir=N
       "vectorized": experiment.vectorized,
       "nonneg": experiment.nonneg,
       "widths": None,
+      "output_code": experiment.output_code,
     },
     "rule": experiment.rule,
     "seed": seed,
@@ -199,6 +204,55 @@ def test_table_latex(root):
   assert "\\toprule" in latex and "\\textbf{" in latex
 
 
+def test_rules_and_codes_beyond_the_paper_are_columns_of_the_one_table(root, tmp_path):
+  """A run of a rule or output code the paper has no column for adds its column to
+  the data set's table, after the paper's columns of its kind and sign, and its
+  figures to the report; the paper's columns stay."""
+  kp = grid.Experiment("conv", False, False, "kp")
+  binary = grid.Experiment("fc", True, True, "gevb", "binary")
+  for seed in SEEDS:
+    _write_run(root, 30, seed, experiment=kp)
+  _write_run(root, 31, 0, experiment=binary)
+  runs = report.collect_runs(root)
+  assert kp in {run.experiment for run in runs}
+  markdown = report.table_markdown(runs, "digits")
+  header = next(line for line in markdown.splitlines() if line.startswith("|  |"))
+  paper = [str(column) for column in grid.COLUMNS]
+  assert header.strip("| ").split(" | ") == [
+    *paper[:2],
+    "Vectorized Nonneg GEVB binary",
+    *paper[2:],
+    "Conventional Mixed KP",
+  ]
+  rows = {
+    line.split(" | ")[0].strip("| "): line.strip("| ").split(" | ")[1:]
+    for line in markdown.splitlines()
+    if line.startswith(("| FC", "| Conv", "| LC"))
+  }
+  assert rows["Conv"][-1] == _expected_cell(30, SEEDS)
+  assert rows["FC"][-1] == rows["LC"][-1] == "—"
+  assert rows["FC"][2] == _expected_cell(31, [0]) + ", n=1"
+  assert rows["FC"][:2] + rows["FC"][3:-1] == [
+    _expected_cell(i, SEEDS) if i != 0 else f"**{_expected_cell(0, SEEDS)}**"
+    for i in range(8)
+  ]
+  # 10 columns x 3 archs x 2 seeds; KP lacks FC and LC, binary all but FC seed 0.
+  assert "- 9 of 60 runs missing: " in markdown
+  assert paper_results.published("mnist", kp) is None
+  latex = report.table_latex(runs, "digits")
+  assert r"\multicolumn{5}{c}{Vectorized networks}" in latex
+  assert r"\multicolumn{3}{c}{Nonnegative} & \multicolumn{2}{c}{Mixed-sign}" in latex
+  assert r"\cmidrule(lr){2-6} \cmidrule(lr){7-11}" in latex
+  rules = "GEVB & BP & GEVB (binary) & GEVB & BP & DFA & BP & DFA & BP & KP"
+  assert f" & {rules} \\\\\n" in latex
+  written = pathlib.Path(report.write_report(runs, tmp_path / "out")).parent
+  for name in (
+    "alignment_digits_conventional_mixed_kp.png",
+    "alignment_digits_vectorized_nonneg_binary.png",
+  ):
+    assert (written / name).read_bytes().startswith(PNG_MAGIC)
+
+
 def test_plots_skip_without_measurements(tmp_path):
   runs_dir = tmp_path / "runs"
   _write_run(runs_dir, 8, 0, measurements=False)  # Conv, vectorized GEVB+.
@@ -215,7 +269,7 @@ def test_plots_skip_without_measurements(tmp_path):
   summary_path.write_text(json.dumps(summary))
   runs = report.collect_runs(runs_dir)
   path = tmp_path / "figure.png"
-  assert not report.plot_alignment(runs, "digits", True, True, path)
+  assert not report.plot_alignment(runs, "digits", grid.COLUMNS[0], path)
   assert not report.plot_cluster_quality(runs, "digits", path)
   assert not path.exists()
   assert report.plot_learning_curves(runs, "digits", path)

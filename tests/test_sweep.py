@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from gevb_jax import workdir as run_folder
+from gevb_jax.grid import Experiment
 from launch import local, planning
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -136,7 +137,7 @@ def test_table1_plan_covers_the_paper_grid_once(pack_seeds):
 
 
 def _lc_mixed_dfa(jobs):
-  return [job for job in jobs if job.experiment == ("lc", False, False, "dfa")]
+  return [job for job in jobs if job.experiment == Experiment("lc", False, False, "dfa")]
 
 
 def test_workdir_layout_and_command():
@@ -161,6 +162,7 @@ def test_workdir_layout_and_command():
     "--config.model.vectorized=False",
     "--config.model.nonneg=False",
     "--config.rule=dfa",
+    "--config.model.output_code=onehot",
     "--config.seed=1",
     "--config.num_epochs=2",
   ]
@@ -185,6 +187,7 @@ def test_a_packed_job_trains_an_experiments_seeds_in_the_same_run_folders():
     "--config.model.vectorized=False",
     "--config.model.nonneg=False",
     "--config.rule=dfa",
+    "--config.model.output_code=onehot",
     "--config.seed=0",
     "--config.num_seeds=3",
     "--config.num_epochs=2",
@@ -232,10 +235,39 @@ def test_grid_file_and_set_overrides(tmp_path):
   assert {"--config.eval_every=1", "--config.flag=True"} <= set(command)
 
 
+def test_rules_beyond_the_paper_and_output_codes_are_grid_axes(tmp_path):
+  path = tmp_path / "grid.json"
+  spec = {
+    "config": "configs/default.py",
+    "archs": ["conv"],
+    "kinds": ["conventional"],
+    "nonneg": [False],
+    "rules": {"conventional": ["fa", "kp", "sign"]},
+    "output_codes": ["onehot", "binary"],
+  }
+  path.write_text(json.dumps(spec))
+  jobs = planning.plan(planning.load_grid(str(path)), 2, "r", pack_seeds=True)
+  assert [job.workdir.name for job in jobs] == [
+    f"conv-conventional-mixed-{rule}{suffix}"
+    for suffix in ("", "-binary")
+    for rule in ("fa", "kp", "sign")
+  ]
+  command = jobs[-1].command()
+  assert {"--config.rule=sign", "--config.model.output_code=binary"} <= set(command)
+
+
 @pytest.mark.parametrize(
   "spec, words",
   [
     ({"archs": ["fc"]}, ['"config"']),
+    (
+      {"config": "configs/default.py", "output_codes": ["gray"]},
+      ["'gray'", '"onehot", "binary"'],
+    ),
+    (
+      {"config": "configs/default.py", "overrides": {"model.output_code": "binary"}},
+      ["'model.output_code'", "output_codes"],
+    ),
     ({"config": "configs/default.py", "archs": ["mlp"]}, ["'mlp'", '"fc", "conv", "lc"']),
     (
       {"config": "configs/default.py", "rules": {"conventional": ["gevb"]}},

@@ -6,11 +6,14 @@ Usage:
 Every directory below ROOT holding a `config.json` is a run workdir, with
 `metrics.jsonl` (one evaluation per line) and, once finished, `summary.json`.
 Runs are grouped by dataset (`config.data.name`) and experiment (architecture,
-vectorized, nonneg, rule) over seeds. For each dataset DIR receives
+vectorized, nonneg, rule, output code) over seeds. A dataset's table has the paper's
+eight columns, and one more for every rule or output code beyond the paper that a run
+is in (`gevb_jax.grid.ALL_COLUMNS`). For each dataset DIR receives
 
   table_<dataset>.md, table_<dataset>.tex   test (train) errors, Tables 1-2
   curves_<dataset>.png                      learning curves, Figs. 4-5
-  alignment_<dataset>_<kind>_<sign>.png     alignment angles, Fig. 2
+  alignment_<dataset>_<kind>_<sign>.png     alignment angles, Fig. 2, of GEVB and DFA;
+    alignment_<dataset>_<kind>_<sign>_<rule>[_binary].png of the other rules
   cluster_quality_<dataset>.png             change in cluster quality, Fig. 3B
 
 plus table1.* (MNIST) and table2.* (CIFAR-10) and a `report.md` linking them.

@@ -3,10 +3,8 @@
 import functools
 import pathlib
 
-from gevb_jax import grid
-from gevb_jax.grid import APPROX_RULE, Experiment
 from gevb_jax.report import figures, tables
-from gevb_jax.report.runs import dataset_name, grid_status
+from gevb_jax.report.runs import columns_of, dataset_name, grid_status, of_dataset
 
 
 def _figure_line(out, filename, plot, description, skip_reason):
@@ -56,22 +54,20 @@ def write_report(runs, out):
         "no metrics.jsonl evaluations.",
       ),
     ]
-    for vectorized in (True, False):
-      for nonneg in (True, False):
-        label = Experiment(
-          "fc", vectorized, nonneg, APPROX_RULE[grid.kind(vectorized)]
-        ).label
-        kind = grid.kind(vectorized)
-        lines.append(
-          _figure_line(
-            out,
-            figures.alignment_file(dataset, vectorized, nonneg),
-            functools.partial(figures.plot_alignment, runs, dataset, vectorized, nonneg),
-            f"Alignment (Fig. 2): angle between {label} updates in {kind} "
-            "networks and the gradient, per layer, mean ± std over seeds",
-            f"no {label} run in {kind} networks recorded alignment angles.",
-          )
+    for column in columns_of(of_dataset(runs, dataset)):
+      if column.rule == "bp":  # Its update is the gradient.
+        continue
+      lines.append(
+        _figure_line(
+          out,
+          figures.alignment_file(dataset, column),
+          functools.partial(figures.plot_alignment, runs, dataset, column),
+          f"Alignment (Fig. 2): angle between {column.label} updates in "
+          f"{column.kind} networks and the gradient, per layer, mean ± std over "
+          "seeds",
+          f"no {column.label} run in {column.kind} networks recorded alignment angles.",
         )
+      )
     lines.append(
       _figure_line(
         out,

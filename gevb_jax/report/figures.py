@@ -8,8 +8,8 @@ import numpy as np
 from matplotlib import figure
 
 from gevb_jax import grid
-from gevb_jax.grid import APPROX_RULE, ARCH_NAMES, ARCHS, COLUMNS, Experiment
-from gevb_jax.report.runs import by_experiment, dataset_name, of_dataset
+from gevb_jax.grid import APPROX_RULE, ARCH_NAMES, ARCHS, Experiment
+from gevb_jax.report.runs import by_experiment, columns_of, dataset_name, of_dataset
 
 # The cluster-quality score of Fig. 3B in summary.json (train.cluster_quality).
 FIG3B_SCORE = "fig3b_rms"
@@ -31,8 +31,9 @@ def _mean_std_by_epoch(points):
 def plot_learning_curves(runs, dataset, path):
   """Figs. 4-5: error (%) vs epoch, mean ± std over seeds.
 
-  Rows are architectures, columns vectorized and conventional networks; test
-  errors are solid, train errors dashed. Each epoch averages the runs that
+  Rows are architectures, columns vectorized and conventional networks, a line
+  per column of the table (``columns_of``); test errors are solid, train errors
+  dashed. Each epoch averages the runs that
   reached it, unfinished ones included: a seed that stopped early leaves the
   average after its last evaluation, and a curve ends with its last seed.
 
@@ -47,13 +48,15 @@ def plot_learning_curves(runs, dataset, path):
   groups = by_experiment(r for r in of_dataset(runs, dataset) if r.metrics)
   if not groups:
     return False
+  columns = columns_of(of_dataset(runs, dataset))
   fig = figure.Figure(figsize=(10, 10), layout="constrained")
   axes = fig.subplots(len(ARCHS), 2, sharex=True, squeeze=False)
   for row, arch in enumerate(ARCHS):
     for col, vectorized in enumerate((True, False)):
       ax = axes[row, col]
-      kind_columns = [c for c in COLUMNS if c[0] == vectorized]
-      for color, column in enumerate(kind_columns):
+      kind_columns = [c for c in columns if c.vectorized == vectorized]
+      colors = matplotlib.colormaps["tab10" if len(kind_columns) <= 10 else "tab20"]
+      for index, column in enumerate(kind_columns):
         experiment = Experiment(arch, *column)
         for key, linestyle in (("test_error", "-"), ("train_error", "--")):
           epochs, mean, std = _mean_std_by_epoch(
@@ -67,11 +70,11 @@ def plot_learning_curves(runs, dataset, path):
             epochs,
             mean,
             linestyle,
-            color=f"C{color}",
+            color=colors(index),
             label=experiment.label if linestyle == "-" else None,
           )
           ax.fill_between(
-            epochs, mean - std, mean + std, color=f"C{color}", alpha=0.2, linewidth=0
+            epochs, mean - std, mean + std, color=colors(index), alpha=0.2, linewidth=0
           )
       kind = grid.kind(vectorized)
       ax.set_title(f"{ARCH_NAMES[arch]}, {kind} networks")
@@ -87,31 +90,37 @@ def plot_learning_curves(runs, dataset, path):
   return True
 
 
-def alignment_file(dataset, vectorized, nonneg):
-  return f"alignment_{dataset}_{grid.kind(vectorized)}_{grid.sign(nonneg)}.png"
+def alignment_file(dataset, column):
+  """``alignment_<dataset>_<kind>_<sign>.png`` for the paper's GEVB and DFA columns,
+  with ``_<rule>`` (and ``_<code>`` for codes other than one-hot) for the others."""
+  stem = f"alignment_{dataset}_{column.kind}_{grid.sign(column.nonneg)}"
+  if column.rule != APPROX_RULE[column.kind]:
+    stem += f"_{column.rule}"
+  if column.output_code != grid.OUTPUT_CODES[0]:
+    stem += f"_{column.output_code}"
+  return stem + ".png"
 
 
-def plot_alignment(runs, dataset, vectorized, nonneg, path):
-  """Fig. 2: per-layer angle between the rule's update and the gradient.
+def plot_alignment(runs, dataset, column, path):
+  """Fig. 2: per-layer angle between a rule's update and the gradient.
 
-  One panel per architecture with alignment data, for GEVB (vectorized) or
-  DFA (conventional) networks; BP's update is the gradient, at 0 degrees.
-  Layers are coloured early to late; error bars are std over seeds.
+  One panel per architecture with alignment data, for the runs of one column of
+  the table (a ``grid.Column`` whose rule is not BP: BP's update is the
+  gradient, at 0 degrees). Layers are coloured early to late; error bars are
+  std over seeds.
 
   Args:
     runs: runs of any datasets.
     dataset: the dataset to plot.
-    vectorized: vectorized (GEVB) or conventional (DFA) networks.
-    nonneg: nonnegative or mixed-sign networks.
+    column: the kind of network, sign, rule and output code to plot.
     path: output PNG path.
 
   Returns:
     False, writing nothing, when no such run recorded alignment angles.
   """
-  rule = APPROX_RULE[grid.kind(vectorized)]
   panels = {}
   for arch in ARCHS:
-    experiment = Experiment(arch, vectorized, nonneg, rule)
+    experiment = Experiment(arch, *column)
     arch_runs = [
       r
       for r in of_dataset(runs, dataset)
@@ -156,10 +165,9 @@ def plot_alignment(runs, dataset, vectorized, nonneg, path):
     ax.set_xlabel("epoch")
     ax.legend(title="early → late", fontsize="small")
   axes[0].set_ylabel("alignment angle (°)")
-  kind = grid.kind(vectorized)
-  label = Experiment("fc", vectorized, nonneg, rule).label
   fig.suptitle(
-    f"{dataset_name(dataset)}: {label} in {kind} networks, angle to the gradient"
+    f"{dataset_name(dataset)}: {column.label} in {column.kind} networks, "
+    "angle to the gradient"
   )
   fig.savefig(path, dpi=100)
   return True
@@ -170,8 +178,9 @@ def plot_cluster_quality(runs, dataset, path):
 
   One panel each for the convolutional and locally connected architectures
   when their finished runs report cluster quality, scored as in Fig. 3B (the
-  authors' notebook, ``clusters.cluster_quality_rms``); bars are mean ± std over
-  seeds of final - init, with GEVB in VNNs in colour and the rest grey.
+  authors' notebook, ``clusters.cluster_quality_rms``); a bar per column of the
+  table (``columns_of``), mean ± std over seeds of final - init, with GEVB in
+  VNNs in colour and the rest grey.
 
   Args:
     runs: runs of any datasets.
@@ -189,10 +198,14 @@ def plot_cluster_quality(runs, dataset, path):
   archs = [a for a in grid.CLUSTERED_ARCHS if any(e.arch == a for e in deltas)]
   if not archs:
     return False
-  fig = figure.Figure(figsize=(6 * len(archs), 4), layout="constrained")
+  columns = columns_of(of_dataset(runs, dataset))
+  # Bars from x = 0 on; the first conventional column's position splits the kinds.
+  split = [c.vectorized for c in columns].index(False)
+  width = 0.75 * len(columns)
+  fig = figure.Figure(figsize=(width * len(archs), 4), layout="constrained")
   axes = fig.subplots(1, len(archs), sharey=True, squeeze=False)[0]
   for ax, arch in zip(axes, archs):
-    experiments = [Experiment(arch, *column) for column in COLUMNS]
+    experiments = [Experiment(arch, *column) for column in columns]
     for x, experiment in enumerate(experiments):
       if experiment in deltas:
         ax.bar(
@@ -206,9 +219,10 @@ def plot_cluster_quality(runs, dataset, path):
       range(len(experiments)), [experiment.label for experiment in experiments]
     )
     ax.axhline(0, color="black", linewidth=0.8)
-    ax.axvline(3.5, color="black", linewidth=0.8, linestyle=":")
+    ax.axvline(split - 0.5, color="black", linewidth=0.8, linestyle=":")
     kinds = ax.secondary_xaxis(-0.08)
-    kinds.set_xticks([1.5, 5.5], ["vectorized", "conventional"])
+    centres = [(split - 1) / 2, (split + len(columns) - 1) / 2]
+    kinds.set_xticks(centres, ["vectorized", "conventional"])
     kinds.tick_params(length=0)
     kinds.spines["bottom"].set_visible(False)
     ax.set_title(ARCH_NAMES[arch])

@@ -1,5 +1,5 @@
-"""Run collection: every run folder below a root, grouped by data set and experiment, and
-how the runs cover the grid of Tables 1-2."""
+"""Run collection: every run folder below a root, grouped by data set and experiment, the
+columns a data set's table shows, and how the runs cover them."""
 
 import collections
 import dataclasses
@@ -8,12 +8,14 @@ import pathlib
 import sys
 from typing import Any
 
+from gevb_jax import grid
 from gevb_jax import workdir as run_folder
-from gevb_jax.grid import GRID, Experiment
+from gevb_jax.grid import Experiment
 
 DATASET_NAMES = {
   "mnist": "MNIST",
   "cifar10": "CIFAR-10",
+  "cifar100": "CIFAR-100",
   "fashion_mnist": "Fashion-MNIST",
   "digits": "Digits",
 }
@@ -36,7 +38,12 @@ class Run:
   def experiment(self):
     model = self.config["model"]
     return Experiment(
-      model["arch"], bool(model["vectorized"]), bool(model["nonneg"]), self.config["rule"]
+      model["arch"],
+      bool(model["vectorized"]),
+      bool(model["nonneg"]),
+      self.config["rule"],
+      # Runs from before the output codes had one-hot outputs.
+      model.get("output_code", grid.OUTPUT_CODES[0]),
     )
 
   @property
@@ -107,18 +114,34 @@ def of_dataset(runs, dataset):
   return [run for run in runs if run.dataset == dataset]
 
 
+def columns_of(runs):
+  """The columns of a table of ``runs``: the paper's eight (``grid.COLUMNS``), and
+  every other column of ``grid.ALL_COLUMNS`` (rules and output codes beyond the
+  paper) that a run is in, in ``ALL_COLUMNS`` order."""
+  present = {run.experiment.column for run in runs}
+  return [c for c in grid.ALL_COLUMNS if c.is_paper or c in present]
+
+
+def table_experiments(runs):
+  """Every experiment of a table of ``runs``: each architecture in each of
+  ``columns_of(runs)``."""
+  columns = columns_of(runs)
+  return [Experiment(arch, *column) for arch in grid.ARCHS for column in columns]
+
+
 @dataclasses.dataclass(frozen=True)
 class GridStatus:
-  """How a dataset's runs cover the grid of GRID experiments x seeds seen."""
+  """How a dataset's runs cover its table's experiments x seeds seen."""
 
   seeds: list[int]
+  experiments: list[Experiment]
   missing: list[str]
   unfinished: list[Run]
   outside: list[Run]
 
   @property
   def total(self):
-    return len(GRID) * len(self.seeds)
+    return len(self.experiments) * len(self.seeds)
 
   def lines(self):
     """One line per kind of gap, each listing the runs concerned."""
@@ -146,18 +169,23 @@ class GridStatus:
 
 
 def grid_status(runs, dataset):
-  """Missing, unfinished and off-grid runs of a dataset."""
+  """Missing, unfinished and off-grid runs of a dataset: its table's experiments
+  (``table_experiments``) are expected for every seed any of its runs has."""
   runs = of_dataset(runs, dataset)
+  experiments = table_experiments(runs)
   seeds = sorted({run.seed for run in runs})
   present = {(run.experiment, run.seed) for run in runs}
   return GridStatus(
     seeds=seeds,
+    experiments=experiments,
     missing=[
       f"{experiment} seed {seed}"
-      for experiment in GRID
+      for experiment in experiments
       for seed in seeds
       if (experiment, seed) not in present
     ],
-    unfinished=[run for run in runs if run.experiment in GRID and not run.finished],
-    outside=[run for run in runs if run.experiment not in GRID],
+    unfinished=[
+      run for run in runs if run.experiment in experiments and not run.finished
+    ],
+    outside=[run for run in runs if run.experiment not in experiments],
   )

@@ -1,14 +1,22 @@
 """Tables 1-2 as markdown and LaTeX: mean ± std over seeds per cell, beside the paper's
-published numbers on MNIST and CIFAR-10."""
+published numbers on MNIST and CIFAR-10. One table per data set: the paper's eight
+columns, then every column beyond the paper (rules, output codes) that a run is in."""
 
 import dataclasses
+import itertools
 from typing import NamedTuple
 
 import numpy as np
 
-from gevb_jax import paper_results
-from gevb_jax.grid import ARCH_NAMES, ARCHS, COLUMNS, GRID, Experiment
-from gevb_jax.report.runs import by_experiment, dataset_name, grid_status, of_dataset
+from gevb_jax import grid, paper_results
+from gevb_jax.grid import ARCH_NAMES, ARCHS, GRID, Experiment
+from gevb_jax.report.runs import (
+  by_experiment,
+  columns_of,
+  dataset_name,
+  grid_status,
+  of_dataset,
+)
 
 PAPER_TABLES = paper_results.TABLE_NUMBERS
 
@@ -58,10 +66,6 @@ _LATEX = _Style(
 )
 
 
-def _paper_cell(dataset, experiment):
-  return paper_results.published(dataset, *experiment)
-
-
 def _paper_text(paper):
   text = f"{paper.test:.2f}"
   return text + (f" ({paper.train:.2f})" if paper.train is not None else "")
@@ -81,7 +85,7 @@ def paper_agreement(runs, dataset):
     compared += 1
     within += int(
       paper_results.within_tolerance(
-        cell.test_mean, _paper_cell(dataset, experiment).test
+        cell.test_mean, paper_results.published(dataset, experiment).test
       )
     )
   return within, compared
@@ -102,27 +106,27 @@ def agreement_lines(runs, dataset):
   ]
 
 
-def _table_rows(runs, dataset, style):
-  """Formatted cells, one row per architecture, one column per COLUMNS.
+def _table_rows(runs, dataset, columns, style):
+  """Formatted cells, one row per architecture, one per ``columns``.
 
-  A cell reads "test mean ± std (train mean)", the smallest GEVB or DFA test
-  error of a row is bold, and "n=..." flags cells with fewer finished seeds
-  than the dataset has seeds. On MNIST and CIFAR-10 the paper's cell and the
-  difference (ours − paper, percentage points) follow.
+  A cell reads "test mean ± std (train mean)", the smallest test error of a row
+  among the rules other than BP is bold, and "n=..." flags cells with fewer
+  finished seeds than the dataset has seeds. On MNIST and CIFAR-10 the paper's
+  cell and the difference (ours − paper, percentage points) follow.
   """
   groups = by_experiment(of_dataset(runs, dataset))
   num_seeds = len(grid_status(runs, dataset).seeds)
   rows = []
   for arch in ARCHS:
-    cells = [_cell(groups.get(Experiment(arch, *column), [])) for column in COLUMNS]
+    cells = [_cell(groups.get(Experiment(arch, *column), [])) for column in columns]
     approx = [
       cell.test_mean
-      for cell, (_, _, rule) in zip(cells, COLUMNS)
-      if cell is not None and rule != "bp"
+      for cell, column in zip(cells, columns)
+      if cell is not None and column.rule != "bp"
     ]
     row = []
-    for cell, column in zip(cells, COLUMNS):
-      paper = _paper_cell(dataset, Experiment(arch, *column))
+    for cell, column in zip(cells, columns):
+      paper = paper_results.published(dataset, Experiment(arch, *column))
       published = "" if paper is None else style.paper.format(_paper_text(paper))
       if cell is None:
         row.append(style.missing + published)
@@ -130,7 +134,7 @@ def _table_rows(runs, dataset, style):
       text = f"{cell.test_mean:.2f} {style.pm} {cell.test_std:.2f}"
       if cell.train_mean >= TRAIN_ERROR_SHOWN:
         text += f" ({cell.train_mean:.2f})"
-      if column[2] != "bp" and cell.test_mean == min(approx):
+      if column.rule != "bp" and cell.test_mean == min(approx):
         text = style.bold.format(text)
       if cell.num_seeds < num_seeds:
         text += f", n={cell.num_seeds}"
@@ -150,17 +154,18 @@ def _title(dataset):
 def table_markdown(runs, dataset):
   """Table 1/2 of the paper for one dataset, as markdown with a footer."""
   status = grid_status(runs, dataset)
-  header = ["", *(str(Experiment("fc", *c)).removeprefix("FC ") for c in COLUMNS)]
+  columns = columns_of(of_dataset(runs, dataset))
+  header = ["", *map(str, columns)]
   body = [
     [ARCH_NAMES[arch], *row]
-    for arch, row in zip(ARCHS, _table_rows(runs, dataset, _MARKDOWN))
+    for arch, row in zip(ARCHS, _table_rows(runs, dataset, columns, _MARKDOWN))
   ]
   lines = [
     f"# {_title(dataset)}",
     "",
     f"Final test error (%), mean ± std over {len(status.seeds)} seeds; "
     f"train error (%) in parentheses when ≥ {TRAIN_ERROR_SHOWN}. "
-    "Bold: the smallest GEVB or DFA test error of each row. "
+    "Bold: the smallest test error of each row among the rules other than BP. "
     "n=…: fewer finished seeds. —: no finished run."
     + (
       " paper: the published mean test (train) error over 5 seeds; Δ: ours − paper."
@@ -178,9 +183,31 @@ def table_markdown(runs, dataset):
   return "\n".join(lines) + "\n"
 
 
+def _latex_groups(columns, key, name):
+  """A header row spanning each run of consecutive ``columns`` with the same
+  ``key`` (titled ``name(key)``), and the line of ``\\cmidrule``s under it. LaTeX
+  column 1 holds the row names."""
+  cells, rules, first = [], [], 2
+  for value, group in itertools.groupby(columns, key):
+    last = first + len(list(group)) - 1
+    cells.append(f"\\multicolumn{{{last - first + 1}}}{{c}}{{{name(value)}}}")
+    rules.append(f"\\cmidrule(lr){{{first}-{last}}}")
+    first = last + 1
+  return " & " + " & ".join(cells) + r" \\", " ".join(rules)
+
+
+def _latex_rule(column):
+  """A column's rule, and its output code when that is not the paper's."""
+  text = column.rule.upper()
+  if column.output_code != grid.OUTPUT_CODES[0]:
+    text += f" ({column.output_code})"
+  return text
+
+
 def table_latex(runs, dataset):
   """Table 1/2 of the paper for one dataset, as a booktabs LaTeX table."""
   status = grid_status(runs, dataset)
+  columns = columns_of(of_dataset(runs, dataset))
   caption = (
     _title(dataset).replace("%", r"\%")
     + f". Train errors in parentheses when $\\geq {TRAIN_ERROR_SHOWN}$. "
@@ -195,12 +222,13 @@ def table_latex(runs, dataset):
       ". Paper: the published mean test (train) error; "
       r"$\Delta$: ours $-$ paper"
     )
-  sign_groups = " & ".join(
-    [
-      r"\multicolumn{2}{c}{Nonnegative} & "
-      r"\multicolumn{2}{c}{Mixed-sign}"
-    ]
-    * 2
+  kinds, kind_rules = _latex_groups(
+    columns, lambda c: c.kind, lambda kind: f"{kind.capitalize()} networks"
+  )
+  signs, sign_rules = _latex_groups(
+    columns,
+    lambda c: (c.kind, c.nonneg),
+    lambda value: "Nonnegative" if value[1] else "Mixed-sign",
   )
   lines = [
     r"% Generated by gevb_jax.report; needs \usepackage{booktabs}.",
@@ -208,19 +236,17 @@ def table_latex(runs, dataset):
     r"\begin{table}",
     r"\centering",
     f"\\caption{{{caption}.}}",
-    r"\begin{tabular}{l" + "c" * len(COLUMNS) + "}",
+    r"\begin{tabular}{l" + "c" * len(columns) + "}",
     r"\toprule",
-    r" & \multicolumn{4}{c}{Vectorized networks}"
-    r" & \multicolumn{4}{c}{Conventional networks} \\",
-    r"\cmidrule(lr){2-5} \cmidrule(lr){6-9}",
-    f" & {sign_groups} \\\\",
-    r"\cmidrule(lr){2-3} \cmidrule(lr){4-5} \cmidrule(lr){6-7} "
-    r"\cmidrule(lr){8-9}",
-    " & " + " & ".join(rule.upper() for _, _, rule in COLUMNS) + r" \\",
+    kinds,
+    kind_rules,
+    signs,
+    sign_rules,
+    " & " + " & ".join(_latex_rule(c) for c in columns) + r" \\",
     r"\midrule",
     *(
       f"{ARCH_NAMES[arch]} & " + " & ".join(row) + r" \\"
-      for arch, row in zip(ARCHS, _table_rows(runs, dataset, _LATEX))
+      for arch, row in zip(ARCHS, _table_rows(runs, dataset, columns, _LATEX))
     ),
     r"\bottomrule",
     r"\end{tabular}",
