@@ -258,7 +258,7 @@ def test_a_binary_output_code_vnn_learns_with_four_components(tmp_path, capsys):
     }
   )
   train.train_and_evaluate(config, str(tmp_path))
-  assert "FC Vectorized Nonneg GEVB (K = 4)" in capsys.readouterr().out
+  assert "FC Vectorized Nonneg GEVB binary (K = 4)" in capsys.readouterr().out
   rows = _metrics(tmp_path)
   assert rows[-1]["test_error"] < rows[0]["test_error"] - 0.3
   assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
