@@ -33,9 +33,10 @@ def plot_learning_curves(runs, dataset, path):
 
   Rows are architectures, columns vectorized and conventional networks, a line
   per column of the table (``columns_of``); test errors are solid, train errors
-  dashed. Each epoch averages the runs that
-  reached it, unfinished ones included: a seed that stopped early leaves the
-  average after its last evaluation, and a curve ends with its last seed.
+  dashed, on an axis linear up to 1 % and logarithmic above. Each epoch averages
+  the runs that reached it, unfinished ones included: a seed that stopped early
+  leaves the average after its last evaluation, and a curve ends with its last
+  seed.
 
   Args:
     runs: runs of any datasets.
@@ -78,6 +79,9 @@ def plot_learning_curves(runs, dataset, path):
           )
       kind = grid.kind(vectorized)
       ax.set_title(f"{ARCH_NAMES[arch]}, {kind} networks")
+      # Linear below 1 %, logarithmic above: the final errors of a few percent or
+      # less stay apart next to the ~90 % at initialisation.
+      ax.set_yscale("symlog", linthresh=1)
       ax.set_ylabel("error (%)")
       if ax.lines:
         ax.legend(fontsize="small")
