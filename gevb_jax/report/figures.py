@@ -31,8 +31,9 @@ def _mean_std_by_epoch(points):
 def plot_learning_curves(runs, dataset, path):
   """Figs. 4-5: error (%) vs epoch, mean ± std over seeds.
 
-  Rows are architectures, columns vectorized and conventional networks, a line
-  per column of the table (``columns_of``); test errors are solid, train errors
+  Rows are the architectures, columns the kinds of network (vectorized,
+  conventional) that have runs, a line per column of the table (``columns_of``);
+  test errors are solid, train errors
   dashed, on an axis linear up to 1 % and logarithmic above. Each epoch averages
   the runs that reached it, unfinished ones included: a seed that stopped early
   leaves the average after its last evaluation, and a curve ends with its last
@@ -50,10 +51,14 @@ def plot_learning_curves(runs, dataset, path):
   if not groups:
     return False
   columns = columns_of(of_dataset(runs, dataset))
-  fig = figure.Figure(figsize=(10, 10), layout="constrained")
-  axes = fig.subplots(len(ARCHS), 2, sharex=True, squeeze=False)
-  for row, arch in enumerate(ARCHS):
-    for col, vectorized in enumerate((True, False)):
+  archs = [a for a in ARCHS if any(e.arch == a for e in groups)]
+  kinds = [v for v in (True, False) if any(e.vectorized == v for e in groups)]
+  fig = figure.Figure(
+    figsize=(6.5 * len(kinds), 1 + 3 * len(archs)), layout="constrained"
+  )
+  axes = fig.subplots(len(archs), len(kinds), sharex=True, squeeze=False)
+  for row, arch in enumerate(archs):
+    for col, vectorized in enumerate(kinds):
       ax = axes[row, col]
       kind_columns = [c for c in columns if c.vectorized == vectorized]
       colors = matplotlib.colormaps["tab10" if len(kind_columns) <= 10 else "tab20"]
@@ -83,8 +88,8 @@ def plot_learning_curves(runs, dataset, path):
       # less stay apart next to the ~90 % at initialisation.
       ax.set_yscale("symlog", linthresh=1)
       ax.set_ylabel("error (%)")
-      if ax.lines:
-        ax.legend(fontsize="small")
+      if ax.lines:  # Beside the panel: up to ten rules would hide the curves.
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
       else:
         ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
   for ax in axes[-1]:
