@@ -33,11 +33,10 @@ def plot_learning_curves(runs, dataset, path):
 
   Rows are the architectures, columns the kinds of network (vectorized,
   conventional) that have runs, a line per column of the table (``columns_of``);
-  test errors are solid, train errors
-  dashed, on an axis linear up to 1 % and logarithmic above. Each epoch averages
-  the runs that reached it, unfinished ones included: a seed that stopped early
-  leaves the average after its last evaluation, and a curve ends with its last
-  seed.
+  test errors are solid, train errors dashed, on an axis linear up to 1 % and
+  logarithmic above. Each epoch averages the runs that reached it, unfinished
+  ones included: a seed that stopped early leaves the average after its last
+  evaluation, and a curve ends with its last seed.
 
   Args:
     runs: runs of any datasets.
