@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from matplotlib import figure
 
 from gevb_jax import grid, paper_results, report
 from gevb_jax import workdir as run_folder
@@ -251,6 +252,24 @@ def test_rules_and_codes_beyond_the_paper_are_columns_of_the_one_table(root, tmp
     "alignment_digits_vectorized_nonneg_binary.png",
   ):
     assert (written / name).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_alignment_axis_reaches_angles_past_90_degrees(tmp_path, monkeypatch):
+  """An update pointing uphill (angle > 90) stays on the figure; otherwise the axis
+  ends at 90."""
+  runs_dir = tmp_path / "runs"
+  for index in (4, 6):  # FC conventional DFA, nonneg and mixed.
+    _write_run(runs_dir, index, 0)
+  metrics = _workdir(runs_dir, grid.GRID[4], 0) / "metrics.jsonl"
+  rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+  rows[-1]["alignment"]["dense_1"] = 131.0
+  metrics.write_text("".join(json.dumps(row) + "\n" for row in rows))
+  saved = []
+  monkeypatch.setattr(figure.Figure, "savefig", lambda fig, *_, **__: saved.append(fig))
+  runs = report.collect_runs(runs_dir)
+  for column in (grid.COLUMNS[4], grid.COLUMNS[6]):
+    assert report.plot_alignment(runs, "digits", column, tmp_path / "figure.png")
+  assert [fig.axes[0].get_ylim() for fig in saved] == [(0, 135), (0, 90)]
 
 
 def test_plots_skip_without_measurements(tmp_path):

@@ -2,6 +2,7 @@
 the change in cluster quality."""
 
 import collections
+import math
 
 import matplotlib
 import numpy as np
@@ -115,7 +116,7 @@ def plot_alignment(runs, dataset, column, path):
   One panel per architecture with alignment data, for the runs of one column of
   the table (a ``grid.Column`` whose rule is not BP: BP's update is the
   gradient, at 0 degrees). Layers are coloured early to late; error bars are
-  std over seeds.
+  std over seeds. The axis runs to 90 degrees, or further when a mean angle does.
 
   Args:
     runs: runs of any datasets.
@@ -167,8 +168,10 @@ def plot_alignment(runs, dataset, column, path):
         capsize=2,
         label=layer,
       )
-    ax.set_ylim(0, 90)
-    ax.set_yticks(range(0, 91, 15))
+    # 0-90 degrees, or up to the largest angle past 90 (updates pointing uphill).
+    top = max(90, 15 * math.ceil(max(line.get_ydata().max() for line in ax.lines) / 15))
+    ax.set_ylim(0, top)
+    ax.set_yticks(range(0, top + 1, 15))
     ax.set_title(ARCH_NAMES[arch])
     ax.set_xlabel("epoch")
     ax.legend(title="early → late", fontsize="small")
