@@ -30,7 +30,7 @@ def autodiff_step(net, tx):
   def step(state, x_all, y_all, idx):
     def loss(params):
       logits = net.apply({"params": params, "fixed": state["fixed"]}, x_all[idx])
-      return gevb_jax.cross_entropy(logits, y_all[idx])
+      return net.loss(logits, y_all[idx])  # The net's output code's loss.
 
     value, grads = jax.value_and_grad(loss)(state["params"])
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"])
