@@ -108,14 +108,7 @@ class Conv:
     return self.kernel * self.kernel * in_shape[-1]
 
   def lin(self, w, x):
-    p = self.padding
-    return lax.conv_general_dilated(
-      x,
-      w,
-      (self.stride, self.stride),
-      ((p, p), (p, p)),
-      dimension_numbers=("NHWC", "HWIO", "NHWC"),
-    )
+    return (conv_with_plain_grads if tuned_for_cpu() else _conv)(self, w, x)
 
   def flops(self, in_shape):
     ho, wo, c = self.out_shape(in_shape)
@@ -159,6 +152,81 @@ class LocallyConnected:
   def flops(self, in_shape):
     ho, wo, c = self.out_shape(in_shape)
     return 2 * ho * wo * c * self.fan_in(in_shape)
+
+
+def _conv(layer, w, x):
+  """``Conv.lin`` as XLA's convolution: ``(N, H, W, C_in)``, HWIO -> NHWC."""
+  p = layer.padding
+  return lax.conv_general_dilated(
+    x,
+    w,
+    (layer.stride, layer.stride),
+    ((p, p), (p, p)),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+def conv_with_plain_grads(layer, w, x):
+  """``Conv.lin`` whose derivatives are convolutions in the forward's own NHWC/HWIO
+  form, with the batch and channel swaps written out as transposes.
+
+  JAX's transpose rules give the kernel and input gradients as convolutions with
+  permuted dimension labels (``f01b_i01o->01bf``, ``b01f_01oi->b01f``). XLA:CPU
+  rewrites those into its fast NHWC/HWIO convolution in a jitted step, but not inside
+  a ``lax.scan`` body, where they fall back to a naive loop: 30x slower for an MNIST
+  conv net's second layer, which made the trainer's scanned epochs of conv nets
+  6-23x slower than single steps (benchmarks/README.md). Same numbers, to the bit.
+  """
+  return _conv(layer, w, x)
+
+
+def conv_kernel_grad(layer, x, g):
+  """``d/dw sum(g * Conv.lin(w, x))``, ``(k, k, C_in, C_out)``: a convolution of the
+  input ``(N, H, W, C_in)``, channels as batch, by the output cotangent ``g``
+  ``(N, H_out, W_out, C_out)`` dilated by the stride, examples as input channels."""
+  k, s, p = layer.kernel, layer.stride, layer.padding
+  ho, wo = g.shape[1:3]
+  # High padding (negative: cropping) that leaves exactly k taps in each direction.
+  high = (k - x.shape[1] - p + s * (ho - 1), k - x.shape[2] - p + s * (wo - 1))
+  out = lax.conv_general_dilated(
+    jnp.transpose(x, (3, 1, 2, 0)),  # (C_in, H, W, N)
+    jnp.transpose(g, (1, 2, 0, 3)),  # (H_out, W_out, N, C_out)
+    (1, 1),
+    ((p, high[0]), (p, high[1])),
+    rhs_dilation=(s, s),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )  # (C_in, k, k, C_out)
+  return jnp.transpose(out, (1, 2, 0, 3))
+
+
+def conv_input_grad(layer, w, g, in_shape):
+  """``d/dx sum(g * Conv.lin(w, x))``, ``(N, H, W, C_in)`` for ``x`` of ``in_shape``:
+  the cotangent ``g`` dilated by the stride, convolved with the flipped kernel whose
+  input and output channels swap."""
+  k, s, p = layer.kernel, layer.stride, layer.padding
+  ho, wo = g.shape[1:3]
+  high = (in_shape[1] - 1 - s * (ho - 1) + p, in_shape[2] - 1 - s * (wo - 1) + p)
+  return lax.conv_general_dilated(
+    g,
+    jnp.transpose(w[::-1, ::-1], (0, 1, 3, 2)),  # (k, k, C_out, C_in)
+    (1, 1),
+    ((k - 1 - p, high[0]), (k - 1 - p, high[1])),
+    lhs_dilation=(s, s),
+    dimension_numbers=("NHWC", "HWIO", "NHWC"),
+  )
+
+
+def _conv_fwd(layer, w, x):
+  return _conv(layer, w, x), (w, x)
+
+
+def _conv_bwd(layer, residuals, g):
+  w, x = residuals
+  return conv_kernel_grad(layer, x, g), conv_input_grad(layer, w, g, x.shape)
+
+
+conv_with_plain_grads.defvjp(_conv_fwd, _conv_bwd)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
