@@ -16,7 +16,7 @@ from gevb_jax.report.runs import by_experiment, columns_of, dataset_name, of_dat
 FIG3B_SCORE = "fig3b_rms"
 
 
-def _mean_std_by_epoch(points):
+def mean_std_by_epoch(points):
   """Mean and std of (epoch, value) points over the runs reaching each epoch."""
   by_epoch = collections.defaultdict(list)
   for epoch, value in points:
@@ -27,6 +27,12 @@ def _mean_std_by_epoch(points):
     np.array([np.mean(by_epoch[e]) for e in epochs]),
     np.array([np.std(by_epoch[e]) for e in epochs]),
   )
+
+
+def curve_groups(runs, dataset):
+  """The runs of ``dataset`` with evaluations, by experiment: what
+  ``plot_learning_curves`` draws (empty: nothing to draw)."""
+  return by_experiment(r for r in of_dataset(runs, dataset) if r.metrics)
 
 
 def plot_learning_curves(runs, dataset, path):
@@ -47,7 +53,7 @@ def plot_learning_curves(runs, dataset, path):
   Returns:
     False, writing nothing, when no run of the dataset has metrics.
   """
-  groups = by_experiment(r for r in of_dataset(runs, dataset) if r.metrics)
+  groups = curve_groups(runs, dataset)
   if not groups:
     return False
   columns = columns_of(of_dataset(runs, dataset))
@@ -65,7 +71,7 @@ def plot_learning_curves(runs, dataset, path):
       for index, column in enumerate(kind_columns):
         experiment = Experiment(arch, *column)
         for key, linestyle in (("test_error", "-"), ("train_error", "--")):
-          epochs, mean, std = _mean_std_by_epoch(
+          epochs, mean, std = mean_std_by_epoch(
             (m["epoch"], 100 * m[key])
             for run in groups.get(experiment, [])
             for m in run.metrics
@@ -110,6 +116,22 @@ def alignment_file(dataset, column):
   return stem + ".png"
 
 
+def alignment_panels(runs, dataset, column):
+  """The runs of ``column`` of ``dataset`` that recorded alignment angles, by
+  architecture: the panels of ``plot_alignment`` (empty: nothing to draw)."""
+  panels = {}
+  for arch in ARCHS:
+    experiment = Experiment(arch, *column)
+    arch_runs = [
+      r
+      for r in of_dataset(runs, dataset)
+      if r.experiment == experiment and any("alignment" in m for m in r.metrics)
+    ]
+    if arch_runs:
+      panels[arch] = arch_runs
+  return panels
+
+
 def plot_alignment(runs, dataset, column, path):
   """Fig. 2: per-layer angle between a rule's update and the gradient.
 
@@ -127,16 +149,7 @@ def plot_alignment(runs, dataset, column, path):
   Returns:
     False, writing nothing, when no such run recorded alignment angles.
   """
-  panels = {}
-  for arch in ARCHS:
-    experiment = Experiment(arch, *column)
-    arch_runs = [
-      r
-      for r in of_dataset(runs, dataset)
-      if r.experiment == experiment and any("alignment" in m for m in r.metrics)
-    ]
-    if arch_runs:
-      panels[arch] = arch_runs
+  panels = alignment_panels(runs, dataset, column)
   if not panels:
     return False
   fig = figure.Figure(figsize=(4.5 * len(panels), 4), layout="constrained")
@@ -152,7 +165,7 @@ def plot_alignment(runs, dataset, column, path):
     )
     colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(layers)))
     for layer, color in zip(layers, colors):
-      epochs, mean, std = _mean_std_by_epoch(
+      epochs, mean, std = mean_std_by_epoch(
         (m["epoch"], m["alignment"][layer])
         for run in arch_runs
         for m in run.metrics
@@ -184,6 +197,18 @@ def plot_alignment(runs, dataset, column, path):
   return True
 
 
+def cluster_deltas(runs, dataset):
+  """Final - init Fig. 3B cluster quality of each Conv or LC run of ``dataset`` that
+  reports it, by experiment: the bars of ``plot_cluster_quality`` (empty: nothing
+  to draw)."""
+  deltas = collections.defaultdict(list)
+  for run in of_dataset(runs, dataset):
+    quality = (run.summary or {}).get("cluster_quality", {}).get(FIG3B_SCORE)
+    if run.experiment.arch in grid.CLUSTERED_ARCHS and quality:
+      deltas[run.experiment].append(quality["final"] - quality["init"])
+  return deltas
+
+
 def plot_cluster_quality(runs, dataset, path):
   """Fig. 3B: change in cluster quality due to training, per experiment.
 
@@ -201,11 +226,7 @@ def plot_cluster_quality(runs, dataset, path):
   Returns:
     False, writing nothing, when no such run reports cluster quality.
   """
-  deltas = collections.defaultdict(list)
-  for run in of_dataset(runs, dataset):
-    quality = (run.summary or {}).get("cluster_quality", {}).get(FIG3B_SCORE)
-    if run.experiment.arch in grid.CLUSTERED_ARCHS and quality:
-      deltas[run.experiment].append(quality["final"] - quality["init"])
+  deltas = cluster_deltas(runs, dataset)
   archs = [a for a in grid.CLUSTERED_ARCHS if any(e.arch == a for e in deltas)]
   if not archs:
     return False

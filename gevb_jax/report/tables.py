@@ -106,8 +106,8 @@ def agreement_lines(runs, dataset):
   ]
 
 
-def _table_rows(runs, dataset, columns, style):
-  """Formatted cells, one row per architecture, one per ``columns``.
+def _table_rows(runs, dataset, columns, style, archs=ARCHS):
+  """Formatted cells, one row per architecture of ``archs``, one per ``columns``.
 
   A cell reads "test mean ± std (train mean)", the smallest test error of a row
   among the rules other than BP is bold, and "n=..." flags cells with fewer
@@ -117,7 +117,7 @@ def _table_rows(runs, dataset, columns, style):
   groups = by_experiment(of_dataset(runs, dataset))
   num_seeds = len(grid_status(runs, dataset).seeds)
   rows = []
-  for arch in ARCHS:
+  for arch in archs:
     cells = [_cell(groups.get(Experiment(arch, *column), [])) for column in columns]
     approx = [
       cell.test_mean
@@ -151,19 +151,11 @@ def _title(dataset):
   return f"{prefix}{dataset_name(dataset)} test errors (%)"
 
 
-def table_markdown(runs, dataset):
-  """Table 1/2 of the paper for one dataset, as markdown with a footer."""
-  status = grid_status(runs, dataset)
-  columns = columns_of(of_dataset(runs, dataset))
-  header = ["", *map(str, columns)]
-  body = [
-    [ARCH_NAMES[arch], *row]
-    for arch, row in zip(ARCHS, _table_rows(runs, dataset, columns, _MARKDOWN))
-  ]
-  lines = [
-    f"# {_title(dataset)}",
-    "",
-    f"Final test error (%), mean ± std over {len(status.seeds)} seeds; "
+def caption_markdown(runs, dataset):
+  """The line under a markdown table's title: what its cells show."""
+  num_seeds = len(grid_status(runs, dataset).seeds)
+  return (
+    f"Final test error (%), mean ± std over {num_seeds} seeds; "
     f"train error (%) in parentheses when ≥ {TRAIN_ERROR_SHOWN}. "
     "Bold: the smallest test error of each row among the rules other than BP. "
     "n=…: fewer finished seeds. —: no finished run."
@@ -171,11 +163,34 @@ def table_markdown(runs, dataset):
       " paper: the published mean test (train) error over 5 seeds; Δ: ours − paper."
       if dataset in PAPER_TABLES
       else ""
-    ),
-    "",
+    )
+  )
+
+
+def grid_markdown(runs, dataset, columns, archs=ARCHS):
+  """The markdown table alone, without title or footer: a row per architecture of
+  ``archs``, a column per ``columns`` (``grid.Column``s), cells as in Tables 1-2."""
+  header = ["", *map(str, columns)]
+  rows = _table_rows(runs, dataset, columns, _MARKDOWN, archs)
+  return [
     "| " + " | ".join(header) + " |",
     "|" + "---|" * len(header),
-    *("| " + " | ".join(row) + " |" for row in body),
+    *(
+      "| " + " | ".join([ARCH_NAMES[arch], *row]) + " |" for arch, row in zip(archs, rows)
+    ),
+  ]
+
+
+def table_markdown(runs, dataset):
+  """Table 1/2 of the paper for one dataset, as markdown with a footer."""
+  status = grid_status(runs, dataset)
+  columns = columns_of(of_dataset(runs, dataset))
+  lines = [
+    f"# {_title(dataset)}",
+    "",
+    caption_markdown(runs, dataset),
+    "",
+    *grid_markdown(runs, dataset, columns),
     "",
     *(f"- {line}" for line in status.lines()),
     *agreement_lines(runs, dataset),
