@@ -55,12 +55,16 @@ def check_config(config):
   ):
     _integer(config, field, 1)
   _integer(config, "num_epochs", 0)
-  _integer(config, "steps_per_call", 0)
+  if config.steps_per_call is not None:
+    _integer(config, "steps_per_call", 0)
   _integer(config, "seed", 0, 2**32 - config.num_seeds)
   _integer(config, "metrics.alignment_examples", 1)
   _integer(config, "metrics.tsne_examples", 0)
   _integer(config, "metrics.tsne_iters", 1)
   every, decay = config.checkpoint_every_s, config.kp_weight_decay
+  seconds = config.seconds_per_call
+  if not _is_number(seconds) or not (math.isfinite(seconds) and seconds > 0):
+    _fail("seconds_per_call", seconds, "must be a finite number of seconds > 0")
   if not _is_number(every) or not every >= 0:
     _fail("checkpoint_every_s", every, "must be a number of seconds >= 0")
   if not _is_number(decay) or not (math.isfinite(decay) and decay >= 0):

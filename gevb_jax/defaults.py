@@ -35,7 +35,10 @@ def base_config():
   config.batch_size = 128
   # Evaluations all checkpoint; between them, at most one every checkpoint_every_s.
   config.checkpoint_every_s = 60.0  # 0: every epoch
-  config.steps_per_call = 64  # training steps per compiled call; 0: a whole epoch
+  # Training steps per compiled call (a stop signal acts between calls); 0: a whole
+  # epoch; None: as many as take seconds_per_call, timed at the start of the run.
+  config.steps_per_call = config_dict.placeholder(int)
+  config.seconds_per_call = 2.0
   config.eval_batch_size = 1000  # at most; smaller if memory_budget_mb says so
   config.memory_budget_mb = 512  # activations of one evaluation/alignment batch
   config.learning_rate = 3e-4

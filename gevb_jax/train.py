@@ -175,6 +175,35 @@ def make_batch_indices(num_examples, batch_size, mesh, num_seeds=1):
   )
 
 
+def calibrated_steps_per_call(train_chunk, state, active, x_all, y_all, batches, seconds):
+  """The steps per compiled call of ``train_chunk`` that take about ``seconds``.
+
+  Times a two-step chunk on a copy of ``state`` (its result is dropped, so training is
+  unchanged), after compiling it. A signal acts between calls (``run_epoch``), so
+  calls of a few seconds keep a stop prompt on every net: a fixed 64 steps took 16 s
+  for an MNIST conv VNN and over 2 min for a CIFAR-10 LC VNN (issue 23).
+
+  Returns at least 1 and at most the epoch's steps.
+  """
+  steps = len(batches)
+  if steps <= 1:
+    return 1
+  active = jnp.asarray(active)
+
+  def two_steps():
+    copy = jax.tree.map(jnp.copy, state)
+    out = train_chunk(
+      copy, jnp.zeros(len(active), jnp.float32), active, x_all, y_all, batches[:2]
+    )
+    jax.block_until_ready(out)
+
+  two_steps()  # Compiles.
+  start = time.perf_counter()
+  two_steps()
+  per_step = (time.perf_counter() - start) / 2
+  return int(min(steps, max(1, seconds // per_step)))
+
+
 def run_epoch(
   train_chunk,
   state,
@@ -560,6 +589,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
 
   show = config.progress and sys.stderr.isatty()
   saved = time.time()
+  steps_per_call = config.steps_per_call  # None: sized by time on the first epoch.
   while not all(run.done for run in seed_states):
     # Seeds behind the others (a resume) catch up first; stopped seeds stay frozen.
     epoch = 1 + min(run.epoch for run in seed_states if not run.done)
@@ -567,6 +597,10 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
     active = np.zeros(num_seeds, bool)
     active[[run.slot for run in going]] = True
     batches = batch_indices(seeds, jnp.full(num_seeds, epoch, jnp.int32))
+    if steps_per_call is None:
+      steps_per_call = calibrated_steps_per_call(
+        train_chunk, state, active, x_all, y_all, batches, config.seconds_per_call
+      )
     state, loss_sum = run_epoch(
       train_chunk,
       state,
@@ -574,7 +608,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
       x_all,
       y_all,
       batches,
-      config.steps_per_call,
+      steps_per_call,
       progress=show,
       desc=f"epoch {epoch}",
     )

@@ -53,6 +53,7 @@ NOT_IDENTITY = (
   "overwrite",
   "memory_budget_mb",
   "steps_per_call",
+  "seconds_per_call",
   "checkpoint_every_s",
   "num_seeds",
   "data.cache_dir",

@@ -8,13 +8,14 @@ import subprocess
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
 import gevb_jax
 from configs import default as default_config
-from gevb_jax import clusters, data, grid, metrics, train
+from gevb_jax import clusters, data, grid, metrics, rules, train
 from gevb_jax import workdir as run_folder
 from tests import helpers
 
@@ -493,38 +494,89 @@ def test_memory_budget_sizes_evaluation_and_alignment_batches(tmp_path):
   train.train_and_evaluate(config, str(tmp_path / "512"))  # Not refused.
 
 
-def test_steps_per_call_leaves_the_result_bit_identical_to_one_step_per_call():
-  """An epoch as one lax.scan, as chunks with a remainder, or one jitted step at a
-  time: the same parameters to the bit (FC; a conv VNN differs by float rounding)."""
-  ds = data.load_dataset(_config().data)
+@pytest.mark.parametrize(
+  "arch,vectorized,rule",
+  [
+    ("fc", True, "gevb"),
+    ("conv", True, "gevb"),
+    ("conv", False, "dfa"),
+    ("lc", True, "bp"),
+  ],
+)
+@pytest.mark.parametrize("num_seeds", [1, 2])
+def test_steps_per_call_leaves_the_result_bit_identical_to_one_step_per_call(
+  arch, vectorized, rule, num_seeds
+):
+  """An epoch as one lax.scan, as chunks with a remainder, or (one seed) one jitted
+  step at a time: the same parameters to the bit, so a resume may size its calls
+  otherwise (``calibrated_steps_per_call``). Conv nets too: before their gradients were
+  plain convolutions, the scanned conv step rounded otherwise."""
   net = gevb_jax.make_network(
-    "fc",
-    input_shape=(8, 8, 1),
+    arch,
+    input_shape=(12, 12, 1),
     num_classes=10,
-    vectorized=True,
+    vectorized=vectorized,
     nonneg=True,
-    widths=(64, 32),
+    widths=(64, 32) if arch == "fc" else (8, 4, 16),
+    backward_kernels=rules.backward_kernels(rule),
   )
   tx = gevb_jax.make_optimizer(net)
-  mesh = train.make_mesh()
-  x_all, y_all = jax.device_put((ds.train_x, ds.train_y))
-  batches = data.batch_indices(len(ds.train_x), 128, 0, 1)  # 11 steps.
+  mesh = train.make_mesh(num_seeds)
+  x_all = jax.random.uniform(jax.random.key(1), (350, 12, 12, 1), minval=-1, maxval=1)
+  y_all = jax.random.randint(jax.random.key(2), (350,), 0, 10)
+  # (steps, seeds, batch): 10 steps.
+  batches = jnp.stack([data.batch_indices(350, 32, s, 1) for s in range(num_seeds)], 1)
 
   def fresh():
-    variables = net.init(jax.random.key(0))
-    return {**variables, "opt_state": tx.init(variables["params"])}
+    states = []
+    for seed in range(num_seeds):
+      variables = net.init(jax.random.key(seed))
+      states.append({**variables, "opt_state": tx.init(variables["params"])})
+    return jax.tree.map(lambda *v: jnp.stack(v), *states)
 
-  state = fresh()
-  step = train.make_train_step(net, tx, "gevb", mesh)
-  for idx in batches:
-    state, _ = step(state, x_all, y_all, idx)
-  expected = jax.tree_util.tree_leaves(state)
-  chunk = train.make_train_chunk(net, tx, "gevb", mesh)
-  stacked = batches[:, None]  # (steps, 1 seed, batch)
-  for steps_per_call in (0, 1, 4):
-    one_seed = jax.tree.map(lambda v: v[None], fresh())
+  chunk = train.make_train_chunk(net, tx, rule, mesh, num_seeds)
+  active = [True] * num_seeds
+  expected, _ = train.run_epoch(chunk, fresh(), active, x_all, y_all, batches, 0)
+  expected = jax.tree_util.tree_leaves(expected)
+  for steps_per_call in (1, 3):  # 3: with a remainder of 1.
     got, _ = train.run_epoch(
-      chunk, one_seed, [True], x_all, y_all, stacked, steps_per_call
+      chunk, fresh(), active, x_all, y_all, batches, steps_per_call
     )
     for a, b in zip(jax.tree_util.tree_leaves(got), expected, strict=True):
-      np.testing.assert_array_equal(a[0], b)
+      np.testing.assert_array_equal(a, b)
+  if num_seeds == 1:
+    state = jax.tree.map(lambda v: v[0], fresh())
+    step = train.make_train_step(net, tx, rule, mesh)
+    for idx in batches[:, 0]:
+      state, _ = step(state, x_all, y_all, idx)
+    for a, b in zip(jax.tree_util.tree_leaves(state), expected, strict=True):
+      np.testing.assert_array_equal(a, b[0])
+
+
+def test_calls_are_sized_by_time_and_the_timing_leaves_the_state_alone():
+  """A chunk that takes 50 ms a step, aimed at 0.5 s: at most 10 steps a call (a
+  sleep only lasts longer), at least one; the state it was timed on is untouched."""
+
+  def slow_chunk(state, loss_sum, active, x_all, y_all, idx):
+    time.sleep(0.05 * len(idx))
+    return jax.tree.map(lambda v: v + 1, state), loss_sum
+
+  state = {"w": jnp.zeros((1, 3))}
+  batches = jnp.zeros((40, 1, 8), jnp.int32)
+  steps = train.calibrated_steps_per_call(
+    slow_chunk, state, [True], None, None, batches, seconds=0.5
+  )
+  assert 1 <= steps <= 10
+  np.testing.assert_array_equal(state["w"], 0)
+  assert (
+    train.calibrated_steps_per_call(
+      slow_chunk, state, [True], None, None, batches[:1], seconds=0.5
+    )
+    == 1
+  )
+  assert (
+    train.calibrated_steps_per_call(
+      slow_chunk, state, [True], None, None, batches[:3], seconds=100
+    )
+    == 3
+  )
