@@ -12,6 +12,7 @@ import tempfile
 import jax
 
 from gevb_jax.grid import OUTPUT_CODES
+from gevb_jax.init import FLATTEN_PAIRINGS
 
 # Free disk a run needs to start: config, metrics, a few checkpoints of a small net.
 MIN_FREE_DISK_BYTES = 64 * 2**20
@@ -85,6 +86,12 @@ def check_config(config):
       "model.output_code",
       config.model.output_code,
       f"choose {' or '.join(OUTPUT_CODES)}",
+    )
+  if config.model.flatten_pairing not in FLATTEN_PAIRINGS:
+    _fail(
+      "model.flatten_pairing",
+      config.model.flatten_pairing,
+      f"choose {' or '.join(FLATTEN_PAIRINGS)}",
     )
 
 

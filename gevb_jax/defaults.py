@@ -26,6 +26,10 @@ def base_config():
   config.model.widths = config_dict.placeholder(tuple)  # None: Tables 3-4
   # Outputs per class code: "onehot" (K = C, the paper's) or "binary" (ceil(log2 C)).
   config.model.output_code = "onehot"
+  # ON/OFF input pairs of a conventional nonnegative conv/LC net's dense layer after the
+  # flatten: "released" (the authors' (C, H, W) order) or "channels" (ON/OFF channels,
+  # as before issue 20). Other nets pair channels either way.
+  config.model.flatten_pairing = "released"
 
   config.rule = "gevb"  # one of grid.RULES[kind] for the network's kind
   config.seed = 0

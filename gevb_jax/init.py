@@ -1,9 +1,11 @@
 """He and ON/OFF initialisers (paper Section 5, Eq. 16), as the released code draws them.
 
 ON/OFF units are interleaved: unit (or channel) ``2m`` is the ON cell and ``2m + 1`` its
-OFF partner, with opposite gating vectors. Because channels are the fastest axis of
-every activation, pooling and flattening keep each pair adjacent, so the same rule
-holds for dense layers that follow a flattened conv/LC stack.
+OFF partner, with opposite gating vectors. Channels are the fastest axis of every
+activation, so pooling and flattening keep each pair adjacent, and a dense layer after
+a flattened conv/LC stack could pair ON/OFF channels by the same rule
+(``flatten_pairing="channels"``). The released conventional nets pair other inputs
+there (``released_flatten_order``), and so do ours by default.
 
 With this ordering Eq. 16 reads, for layers past the first (``W~`` is He-initialised at
 half width, ``[.]+`` is rectification)::
@@ -13,7 +15,8 @@ half width, ``[.]+`` is rectification)::
 
 and the first layer is ``W[:, 2m] = W~[:, m]``, ``W[:, 2m + 1] = -W~[:, m]``. OFF cells
 then carry exactly minus their ON partner's activation, and the ON cells compute what
-the half-width mixed-sign network ``W~`` computes.
+the half-width mixed-sign network ``W~`` computes (in a conventional conv/LC net with
+the released flatten pairing, only up to the flatten).
 
 Where Eq. 16 and the text are silent, the authors' released code decides (it made
 Tables 1-2; docs/reproduction.md lists each choice):
@@ -24,13 +27,22 @@ Tables 1-2; docs/reproduction.md lists each choice):
   multiply the one-hot ``K n_0`` fan-in back by ``sqrt(K)`` (``vnn.py:43-44``);
 * the readout's outputs are ON/OFF paired too (``init_methods.py:25-32``); a single
   output (the vectorized readout) is an ON row alone;
-* DFA's layers share one feedback matrix (``dfa_util.py:66-76, 84``).
+* DFA's layers share one feedback matrix (``dfa_util.py:66-76, 84``);
+* a conventional nonnegative net's layer after the flatten pairs its inputs in the
+  released flatten order (``released_flatten_order``).
 """
 
 import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+# How a conventional nonnegative net's weighted layer right after a flatten of a conv/LC
+# stack pairs its inputs as ON/OFF (``released_flatten_order``): "released" as the
+# authors' code does, in its (C, H, W) flatten order; "channels" ON/OFF channel pairs,
+# adjacent in this library's (H, W, C) order (what every net did before issue 20).
+FLATTEN_PAIRINGS = ("released", "channels")
 
 
 def scaled_normal(key, shape, fan_in, gain, dtype=jnp.float32):
@@ -92,6 +104,39 @@ def on_off_kernel(key, shape, fan_in, *, in_axis, first):
   on_rows = interleave(pos, neg, axis=in_axis)  # Weights onto ON cells.
   off_rows = interleave(neg, pos, axis=in_axis)  # Weights onto OFF cells.
   return interleave(on_rows, off_rows, axis=-1)[..., : shape[-1]]
+
+
+def released_flatten_order(shape):
+  """For each input of ours, in (H, W, C) flatten order, its index in the released
+  conventional nets' flatten of the same ``(H, W, C)`` activation.
+
+  Those nets flatten with ``torch.nn.Flatten``, in (C, H, W) order
+  (``nonvec_models.py:71, 94, 116, 139``), and the nonnegative ``Linear`` after it pairs
+  flattened inputs ``2m`` and ``2m + 1`` (``init_methods.py:18-32``): two neighbouring
+  positions of one channel, and at an odd ``H * W`` (7 x 7) also the last position of
+  one channel with the first of the next. (The vectorized nets flatten in (H, W, C)
+  order, ``vnn.py:254-259``, so they pair ON/OFF channels, as ours do.)
+
+  Channels are named as the released gates name them: its conventional gate is
+  ``t = -1`` on even channels and ``+1`` on odd ones (``nonvec_models.py:10-11``), ours
+  the opposite (``gating_vectors``), so its channel ``c`` is our channel ``c ^ 1``,
+  the one of the same ON/OFF pair with the same gate. Under that relabelling (and
+  ``W~ -> -W~``) every other layer's weights are drawn as the released ones
+  (docs/reproduction.md), so this order gives the released pairs at 7 x 7 too, where
+  ``c`` and ``c ^ 1`` pair different positions (at 4 x 4 they pair the same).
+
+  Args:
+    shape: the flattened activation's ``(H, W, C)``; C even (ON/OFF channel pairs).
+
+  Returns:
+    An int array of length ``H * W * C``: a kernel whose input rows are in the released
+    order becomes ours with ``kernel[order]``.
+  """
+  h, w, c = shape
+  if c % 2:
+    raise ValueError(f"ON/OFF pairing needs an even channel count, got shape {shape}")
+  hh, ww, cc = np.meshgrid(np.arange(h), np.arange(w), np.arange(c), indexing="ij")
+  return ((cc ^ 1) * h * w + hh * w + ww).ravel()
 
 
 def gating_vectors(key, num_components, num_units, vectorized):

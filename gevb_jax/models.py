@@ -103,6 +103,10 @@ class Network:
   backward_kernels: str = ""
   # How the outputs code the class (output_codes): "onehot" (K = C) or "binary".
   output_code: str = "onehot"
+  # Which inputs of a conventional nonnegative net's layer after a flatten are ON/OFF
+  # pairs (init.FLATTEN_PAIRINGS): "released" (the authors' (C, H, W) order) or
+  # "channels". Only ``init`` reads it.
+  flatten_pairing: str = "released"
 
   @property
   def num_outputs(self):
@@ -180,6 +184,39 @@ class Network:
     """The gated hidden layers' infos (everything weighted but the readout)."""
     return self.weighted[:-1]
 
+  @functools.cached_property
+  def released_orders(self):
+    """``{layer name: input order}`` for the weighted layers whose ON/OFF input pairs
+    are the released code's: a conventional nonnegative net's layer right after the
+    flatten of a conv/LC stack, under ``flatten_pairing="released"``. A kernel drawn
+    with adjacent input pairs becomes that layer's with ``kernel[order]``
+    (``init.released_flatten_order``). Vectorized nets flatten in (H, W, C) order in
+    the released code too, and a flatten of the raw image feeds the mixed-sign first
+    layer: neither is here.
+    """
+    if self.vectorized or not self.nonneg or self.flatten_pairing != "released":
+      return {}
+    return {
+      info.name: initializers.released_flatten_order(before.in_shape)
+      for before, info in zip(self.info, self.info[1:])
+      if isinstance(before.layer, L.Flatten)
+      and len(before.in_shape) == 3
+      and hasattr(info.layer, "lin")
+      and not info.first
+    }
+
+  def _kernel(self, key, info, first):
+    """A weighted layer's kernel: ON/OFF (Eq. 16) in a nonnegative net, He otherwise."""
+    shape = self.kernel_shape(info)
+    fan_in = info.layer.fan_in(info.in_shape)
+    if not self.nonneg:
+      return initializers.mixed_sign_kernel(key, shape, fan_in, first=first)
+    w = initializers.on_off_kernel(
+      key, shape, fan_in, in_axis=info.layer.in_axis, first=first
+    )
+    order = self.released_orders.get(info.name)
+    return w if order is None else w[order]
+
   def kernel_shape(self, info):
     shape = info.layer.kernel_shape(info.in_shape)
     if info.first:
@@ -190,8 +227,10 @@ class Network:
     """Variables: ``{"params": {name: {w, b[, w_back]}}, "fixed": {name: {t[,
     feedback][, w_back]}}}``.
 
-    Mixed-sign networks get He weights; nonnegative ones ON/OFF weights (Eq. 16); in
-    both the first weighted layer has std ``1 / sqrt(fan_in)`` (see ``init.py``).
+    Mixed-sign networks get He weights; nonnegative ones ON/OFF weights (Eq. 16),
+    whose input pairs after a flatten follow ``flatten_pairing``
+    (``released_orders``); in both the first weighted layer has std
+    ``1 / sqrt(fan_in)`` (see ``init.py``).
     Biases start at zero. ``fixed`` holds what is drawn once and never trained: gating
     vectors for every hidden layer and, in conventional networks, each layer's slice
     of the one DFA feedback matrix. With ``backward_kernels``, every weighted layer
@@ -202,14 +241,7 @@ class Network:
     rng_layers, rng_feedback = jax.random.split(rng)
     for index, info in enumerate(self.weighted):
       key_w, key_t = jax.random.split(jax.random.fold_in(rng_layers, index))
-      shape = self.kernel_shape(info)
-      fan_in = info.layer.fan_in(info.in_shape)
-      if self.nonneg:
-        w = initializers.on_off_kernel(
-          key_w, shape, fan_in, in_axis=info.layer.in_axis, first=info.first
-        )
-      else:
-        w = initializers.mixed_sign_kernel(key_w, shape, fan_in, first=info.first)
+      w = self._kernel(key_w, info, info.first)
       b = jnp.zeros((k, *info.layer.bias_shape(info.out_shape)), jnp.float32)
       params[info.name] = {"w": w, "b": b}
       if not info.readout:
@@ -231,14 +263,7 @@ class Network:
       where = params if self.backward_kernels == "learned" else fixed
       for index, info in enumerate(self.weighted[1:], 1):
         key = jax.random.fold_in(rng_feedback, index)
-        shape, fan_in = self.kernel_shape(info), info.layer.fan_in(info.in_shape)
-        if self.nonneg:
-          w = initializers.on_off_kernel(
-            key, shape, fan_in, in_axis=info.layer.in_axis, first=False
-          )
-        else:
-          w = initializers.mixed_sign_kernel(key, shape, fan_in, first=False)
-        where.setdefault(info.name, {})["w_back"] = w
+        where.setdefault(info.name, {})["w_back"] = self._kernel(key, info, False)
     return {"params": params, "fixed": fixed}
 
   def apply(self, variables, x, taps=None):
@@ -336,6 +361,7 @@ def make_network(
   widths=None,
   backward_kernels="",
   output_code="onehot",
+  flatten_pairing="released",
 ):
   """Builds one of the paper's 12 networks for any input shape and class count.
 
@@ -354,6 +380,10 @@ def make_network(
       (K = ceil(log2 num_classes), Section 7): ``output_codes``.
     backward_kernels: "" (none), "fixed" or "learned": see ``Network``; only for
       conventional networks. ``rules.backward_kernels(rule)`` says which a rule needs.
+    flatten_pairing: "released" or "channels" (``init.FLATTEN_PAIRINGS``): which
+      inputs of a conventional nonnegative conv/LC net's dense layer after the flatten
+      are ON/OFF pairs, the released code's (``init.released_flatten_order``) or
+      ON/OFF channels. Other nets pair channels either way.
 
   Returns:
     A :class:`Network`.
@@ -397,6 +427,11 @@ def make_network(
   if output_code not in OUTPUT_CODES:
     choices = ", ".join(OUTPUT_CODES)
     raise ValueError(f"unknown output_code {output_code!r}; choose one of {choices}")
+  if flatten_pairing not in initializers.FLATTEN_PAIRINGS:
+    choices = ", ".join(initializers.FLATTEN_PAIRINGS)
+    raise ValueError(
+      f"unknown flatten_pairing {flatten_pairing!r}; choose one of {choices}"
+    )
   readout = L.Dense(
     1 if vectorized else output_codes.num_outputs(output_code, num_classes)
   )
@@ -408,6 +443,7 @@ def make_network(
     bool(nonneg),
     backward_kernels,
     output_code,
+    flatten_pairing,
   )
   _ = net.info  # Validates shapes now rather than at first use.
   return net

@@ -397,6 +397,7 @@ def train_and_evaluate(config, workdir):
     widths=config.model.widths,
     backward_kernels=rules.backward_kernels(config.rule),
     output_code=config.model.output_code,
+    flatten_pairing=config.model.flatten_pairing,
   )
   rules.check_rule(net, config.rule)
   config_check.check_memory(net, config, ds)

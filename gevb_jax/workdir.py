@@ -160,11 +160,26 @@ def _flatten(d, prefix=""):
   return out
 
 
+def _predating(old):
+  """The fields a run's config lacks that it ran with other than at today's default:
+  conventional nonnegative conv/LC nets paired ON/OFF channels after the flatten until
+  issue 20 (``model.flatten_pairing``); other nets pair channels under either value."""
+  model = old.get("model", {})
+  if (
+    model.get("arch") in ("conv", "lc")
+    and model.get("vectorized") is False
+    and model.get("nonneg") is True
+  ):
+    return {"model.flatten_pairing": "channels"}
+  return {}
+
+
 def config_changes(config, workdir):
   """``"key: old -> new"`` for every field that differs from the workdir's run.
 
   A field the workdir's config lacks counts at its default (``defaults``): runs begun
-  before a field existed resume under a config that leaves it at its default.
+  before a field existed resume under a config that leaves it at its default, unless
+  the run computed something else before the field existed (``_predating``).
 
   Args:
     config: an ``ml_collections.ConfigDict``.
@@ -178,7 +193,7 @@ def config_changes(config, workdir):
     return []
   # A field added to the defaults after the run began had its default in the run.
   defaults = _flatten(json.loads(base_config().to_json()))
-  old = {**defaults, **_flatten(old)}
+  old = {**defaults, **_predating(old), **_flatten(old)}
   new = _flatten(json.loads(config.to_json()))
   return [
     f"{k}: {old.get(k)!r} -> {new.get(k)!r}"

@@ -45,3 +45,34 @@ def test_data_locations_are_not_part_of_a_runs_identity(tmp_path):
   assert workdir.config_changes(config, str(tmp_path)) == [
     "data.name: 'digits' -> 'mnist'"
   ]
+
+
+@pytest.mark.parametrize(
+  "arch,vectorized,nonneg,recorded",
+  [
+    ("conv", False, True, "channels"),
+    ("lc", False, True, "channels"),
+    ("conv", True, True, "released"),
+    ("conv", False, False, "released"),
+    ("fc", False, True, "released"),
+  ],
+)
+def test_runs_from_before_the_released_flatten_pairing_keep_the_channel_pairing(
+  tmp_path, arch, vectorized, nonneg, recorded
+):
+  """A conventional nonnegative conv/LC run begun before model.flatten_pairing existed
+  paired ON/OFF channels: it is that run, not one of today's default. Other nets
+  pair channels under either value, so theirs is today's default."""
+  config = default_config.get_config()
+  config.model.arch, config.model.vectorized = arch, vectorized
+  config.model.nonneg = nonneg
+  old = json.loads(config.to_json())
+  del old["model"]["flatten_pairing"]  # A run from before issue 20.
+  (tmp_path / workdir.CONFIG).write_text(json.dumps(old))
+  changes = workdir.config_changes(config, str(tmp_path))
+  if recorded == "released":
+    assert changes == []
+  else:
+    assert changes == ["model.flatten_pairing: 'channels' -> 'released'"]
+    config.model.flatten_pairing = "channels"
+    assert workdir.config_changes(config, str(tmp_path)) == []
