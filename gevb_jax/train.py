@@ -33,7 +33,16 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gevb_jax
-from gevb_jax import clusters, config_check, data, grid, metrics, output_codes, rules
+from gevb_jax import (
+  clusters,
+  config_check,
+  data,
+  grid,
+  layers,
+  metrics,
+  output_codes,
+  rules,
+)
 from gevb_jax import workdir as run_folder
 
 
@@ -65,15 +74,30 @@ def _stack(trees):
   return jax.tree.map(lambda *v: jnp.stack(v), *trees)
 
 
-def over_seeds(fn, num_seeds, in_axes):
+def over_seeds(fn, num_seeds, in_axes, mesh):
   """``fn`` over stacked seeds: the arguments with an axis in ``in_axes`` and every
   output gain a leading seed axis ``S = num_seeds``.
 
-  Several seeds are ``jax.vmap``-ed, with the seed axis laid on the mesh's "seeds"
-  axis. One seed runs ``fn`` itself on the squeezed arguments.
+  Seeds split over the devices of ``mesh``'s "seeds" axis, and every seed off the
+  CPU, are ``jax.vmap``-ed, with the seed axis laid on that mesh axis. On one CPU
+  device the seeds take turns (``lax.map``): vmapped, a conv net's convolutions
+  become grouped convolutions, which XLA:CPU ran 15-30x slower per example than one
+  seed's (benchmarks/README.md). One seed runs ``fn`` itself on the squeezed
+  arguments.
   """
-  if num_seeds > 1:
+  if num_seeds > 1 and (mesh.shape["seeds"] > 1 or not layers.tuned_for_cpu()):
     return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seeds")
+  if num_seeds > 1:
+
+    def in_turn(*args):
+      def one(seeded):  # This seed's entries of the arguments with a seed axis.
+        it = iter(seeded)
+        return fn(*(a if axis is None else next(it) for a, axis in zip(args, in_axes)))
+
+      seeded = tuple(a for a, axis in zip(args, in_axes) if axis is not None)
+      return jax.lax.map(one, seeded)
+
+    return in_turn
 
   def one_seed(*args):
     return _stack(
@@ -98,17 +122,25 @@ def _step(net, tx, rule, mesh):
   return step
 
 
-def make_train_step(net, tx, rule, mesh):
+def make_train_step(net, tx, rule, mesh, num_seeds=1):
   """Jitted step ``(state, x_all, y_all, idx) -> (state, loss)`` of one seed.
 
   The dataset lives on the devices; ``idx`` (the batch's indices) is sharded over
   the mesh's "data" axis and so is the gathered batch, while parameters and optimizer
-  state are replicated: XLA inserts the gradient all-reduce.
+  state are replicated: XLA inserts the gradient all-reduce. With ``num_seeds`` > 1,
+  the step of that many stacked seeds (``over_seeds``): ``state``, ``idx`` ``(S,
+  batch)`` and the outputs carry a leading seed axis.
   """
+  step = _step(net, tx, rule, mesh)
+  if num_seeds > 1:
+    per_seed = NamedSharding(mesh, P("seeds"))
+    return jax.jit(
+      over_seeds(step, num_seeds, (0, None, None, 0), mesh),
+      donate_argnums=0,
+      out_shardings=(per_seed, per_seed),
+    )
   replicated = NamedSharding(mesh, P())
-  return jax.jit(
-    _step(net, tx, rule, mesh), donate_argnums=0, out_shardings=(replicated, replicated)
-  )
+  return jax.jit(step, donate_argnums=0, out_shardings=(replicated, replicated))
 
 
 def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
@@ -123,7 +155,7 @@ def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
   """
   per_seed = NamedSharding(mesh, P("seeds"))
   step = _step(net, tx, rule, mesh)
-  seeds_step = over_seeds(step, num_seeds, (0, None, None, 0))
+  seeds_step = over_seeds(step, num_seeds, (0, None, None, 0), mesh)
 
   def keep_active(active, new, old):
     return jnp.where(active.reshape(-1, *(1,) * (new.ndim - 1)), new, old)
@@ -167,7 +199,10 @@ def make_batch_indices(num_examples, batch_size, mesh, num_seeds=1):
   """Jitted ``(seeds, epochs) -> idx`` ``(steps, S, batch)``: each seed's epoch of
   ``data.batch_indices``, drawn on the devices from its (seed, epoch)."""
   draw = over_seeds(
-    functools.partial(data.batch_indices, num_examples, batch_size), num_seeds, (0, 0)
+    functools.partial(data.batch_indices, num_examples, batch_size),
+    num_seeds,
+    (0, 0),
+    mesh,
   )
   return jax.jit(
     lambda seeds, epochs: jnp.swapaxes(draw(seeds, epochs), 0, 1),
@@ -260,7 +295,7 @@ def make_eval_step(net, mesh, num_seeds=1):
     errors = (net.predict(logits) != y).astype(jnp.float32)
     return jnp.sum(errors * weight), jnp.sum(losses * weight)
 
-  return jax.jit(over_seeds(step, num_seeds, (0, None, None, None)))
+  return jax.jit(over_seeds(step, num_seeds, (0, None, None, None), mesh))
 
 
 def evaluate(eval_step, variables, x, y, batch_size, mesh):
@@ -341,6 +376,8 @@ def _eval_line(row, seed=None):
     line += (
       ", alignment " + "/".join(f"{v:.0f}" for v in row["alignment"].values()) + " deg"
     )
+  if "train_examples_per_s" in row:
+    line += f" | trained at {row['train_examples_per_s']:.0f} ex/s"
   return line if seed is None else f"seed {seed} {line}"
 
 
@@ -455,6 +492,9 @@ class _Seed:
   manager: object = None
   writer: object = None
   wall0: float = 0.0
+  # Examples trained and seconds spent training (evaluations aside) since the last
+  # evaluation, in this process.
+  trained: list = dataclasses.field(default_factory=lambda: [0, 0.0])
 
   @property
   def seed(self):
@@ -476,7 +516,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
     }
 
   # One compiled call: drawn op by op, the init of a digits net took 3 s.
-  state = jax.jit(over_seeds(init_state, num_seeds, (0,)))(seeds)
+  state = jax.jit(over_seeds(init_state, num_seeds, (0,), mesh))(seeds)
   per_seed = NamedSharding(mesh, P("seeds"))
   replicated = NamedSharding(mesh, P())
   x_all, y_all = jax.device_put((ds.train_x, ds.train_y), replicated)
@@ -512,6 +552,10 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
         "test_loss": float(test_loss[slot]),
         "wall_time_s": time.time() - run.wall0,
       }
+      examples, seconds = run.trained
+      if seconds > 0:
+        row["train_examples_per_s"] = examples / seconds
+      run.trained = [0, 0.0]
       if config.metrics.alignment and config.rule != "bp":
         one = _slot(variables, slot)
         row["alignment"] = metrics.alignment(
@@ -602,6 +646,7 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
       steps_per_call = calibrated_steps_per_call(
         train_chunk, state, active, x_all, y_all, batches, config.seconds_per_call
       )
+    start = time.perf_counter()
     state, loss_sum = run_epoch(
       train_chunk,
       state,
@@ -613,9 +658,14 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
       progress=show,
       desc=f"epoch {epoch}",
     )
-    loss_sum = np.asarray(loss_sum)
+    loss_sum = np.asarray(loss_sum)  # Waits for the epoch.
+    seconds = time.perf_counter() - start
     for run in going:
       run.epoch = epoch
+      run.trained = [
+        run.trained[0] + batches.shape[0] * batches.shape[2],
+        run.trained[1] + seconds,
+      ]
       if not math.isfinite(loss_sum[run.slot]):
         run.failure = (
           f"{f'seed {run.seed}: ' if several else ''}non-finite training loss in epoch "

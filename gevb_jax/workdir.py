@@ -61,6 +61,11 @@ NOT_IDENTITY = (
 )
 
 
+# Fields of a metrics row that time the run rather than describe what it computed: a
+# resumed or repeated run matches its rows in everything else.
+TIMINGS = ("wall_time_s", "train_examples_per_s")
+
+
 class WorkdirError(ValueError):
   """A workdir's file cannot be read, or the workdir belongs to another run."""
 

@@ -42,7 +42,7 @@ def _flags(**overrides):
 
 def _rows(workdir):
   return [
-    {k: v for k, v in row.items() if k != "wall_time_s"}
+    {k: v for k, v in row.items() if k not in run_folder.TIMINGS}
     for row in run_folder.read_metrics(workdir)
   ]
 

@@ -49,9 +49,7 @@ def _cli(workdir, *flags, env=None, **kwargs):
 def _metrics(workdir):
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f]
-  for row in rows:
-    row.pop("wall_time_s")
-  return rows
+  return [{k: v for k, v in row.items() if k not in run_folder.TIMINGS} for row in rows]
 
 
 def _final_params(workdir):
