@@ -1,7 +1,7 @@
 """Time the training loop spends outside the jitted step.
 
   python benchmarks/host_overhead.py [--data=fashion_mnist] [--epochs=2] [--arch=fc]
-      [--rule=gevb]
+      [--novectorized] [--rule=gevb] [--steps_per_call=K]
 
 Runs whole epochs through ``train.run_epoch`` (index batches drawn on the device,
 chunk dispatch, progress bookkeeping), then the same number of steps with one batch
@@ -18,7 +18,7 @@ import numpy as np
 from absl import app, flags
 
 import gevb_jax
-from gevb_jax import data, train
+from gevb_jax import data, grid, rules, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer(
@@ -28,10 +28,16 @@ flags.DEFINE_enum(
   "data", "fashion_mnist", ["digits", "fashion_mnist"], "configs/<data>.py's data."
 )
 flags.DEFINE_integer(
-  "steps_per_call", 64, "Steps per compiled call (0: a whole epoch).", lower_bound=0
+  "steps_per_call",
+  None,
+  "Steps per compiled call (0: a whole epoch; unset: sized by time, as the trainer).",
+  lower_bound=0,
 )
-flags.DEFINE_enum("arch", "fc", gevb_jax.ARCHS, "Architecture of the vectorized net.")
-flags.DEFINE_enum("rule", "gevb", gevb_jax.VECTORIZED_RULES, "Learning rule.")
+flags.DEFINE_enum("arch", "fc", gevb_jax.ARCHS, "Architecture.")
+flags.DEFINE_bool("vectorized", True, "A VNN, or a conventional net.")
+flags.DEFINE_enum(
+  "rule", "gevb", sorted({r for rs in grid.RULES.values() for r in rs}), "Learning rule."
+)
 
 
 def main(argv):
@@ -48,9 +54,11 @@ def main(argv):
     FLAGS.arch,
     input_shape=ds.train_x.shape[1:],
     num_classes=ds.num_classes,
-    vectorized=True,
+    vectorized=FLAGS.vectorized,
     nonneg=True,
+    backward_kernels=rules.backward_kernels(FLAGS.rule),
   )
+  rules.check_rule(net, FLAGS.rule)
   tx = gevb_jax.make_optimizer(net)
   variables = net.init(jax.random.key(0))
   state = {**variables, "opt_state": tx.init(variables["params"])}
@@ -59,13 +67,17 @@ def main(argv):
   step = train.make_train_step(net, tx, FLAGS.rule, mesh)
   chunk = train.make_train_chunk(net, tx, FLAGS.rule, mesh)
   draw = train.make_batch_indices(len(ds.train_x), config.batch_size, mesh)
-  k = FLAGS.steps_per_call
   one_seed = jax.tree.map(lambda v: v[None], state)
 
   def batches(epoch):  # (steps, 1 seed, batch), drawn on the device as the trainer does
     return draw(jnp.zeros(1, jnp.uint32), jnp.full(1, epoch, jnp.int32))
 
   warm = batches(0)
+  k = FLAGS.steps_per_call
+  if k is None:
+    k = train.calibrated_steps_per_call(
+      chunk, one_seed, [True], x_all, y_all, warm, config.seconds_per_call
+    )
   for warm_up in (warm[: k or len(warm)], warm):  # Compile.
     one_seed, _ = train.run_epoch(chunk, one_seed, [True], x_all, y_all, warm_up, k)
   jax.block_until_ready(one_seed)
@@ -92,7 +104,8 @@ def main(argv):
   )
   print("|---|---:|---:|---:|---:|---:|---:|")
   print(
-    f"| {ds.name} vec {FLAGS.arch} {FLAGS.rule} | {k} | {steps} | {loop:.2f} | "
+    f"| {ds.name} {'vec' if FLAGS.vectorized else 'conv.'} {FLAGS.arch} {FLAGS.rule} "
+    f"| {k} | {steps} | {loop:.2f} | "
     f"{device:.2f} | {loop / FLAGS.epochs:.2f} | "
     f"{100 * (loop - device) / loop:.1f}% |"
   )

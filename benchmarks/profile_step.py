@@ -1,7 +1,7 @@
 """Where one train step's time goes: a jax.profiler trace joined with the optimized HLO.
 
   python benchmarks/profile_step.py --only=mnist-conv [--rule=gevb] [--batch=128]
-      [--steps=3] [--vectorized=true] [--top=20] [--dump=DIR]
+      [--steps=3] [--vectorized=true] [--top=20] [--dump=DIR] [--num_seeds=1]
 
 Runs ``train.make_train_step`` (as in training) a few times after a compiling warm-up,
 under ``jax.profiler.trace``, then prints one row per XLA thunk (a fusion, a
@@ -55,6 +55,9 @@ flags.DEFINE_enum(
 flags.DEFINE_bool("vectorized", True, "Vectorized (VNN) or conventional network.")
 flags.DEFINE_integer("batch", 128, "Batch size.", lower_bound=1)
 flags.DEFINE_integer("steps", 3, "Profiled steps.", lower_bound=1)
+flags.DEFINE_integer(
+  "num_seeds", 1, "Seeds in one program (the trainer's num_seeds).", lower_bound=1
+)
 flags.DEFINE_integer("top", 20, "Rows to print.", lower_bound=1)
 flags.DEFINE_string("dump", "", "Directory for the optimized HLO text.")
 
@@ -131,17 +134,17 @@ def main(argv):
     nonneg=True,
     backward_kernels=rules.backward_kernels(FLAGS.rule),
   )
-  variables = net.init(jax.random.key(0))
   tx = gevb_jax.make_optimizer(net)
-  state = {
-    "params": variables["params"],
-    "fixed": variables["fixed"],
-    "opt_state": tx.init(variables["params"]),
-  }
+  seeds = FLAGS.num_seeds
+  states = [net.init(jax.random.key(s)) for s in range(seeds)]
+  states = [{**v, "opt_state": tx.init(v["params"])} for v in states]
+  state = jax.tree.map(lambda *v: jnp.stack(v), *states) if seeds > 1 else states[0]
   x = jax.random.uniform(jax.random.key(1), (FLAGS.batch, *shape), minval=-1, maxval=1)
   y = jax.random.randint(jax.random.key(2), (FLAGS.batch,), 0, 10)
   idx = jnp.arange(FLAGS.batch)
-  step = train.make_train_step(net, tx, FLAGS.rule, train.make_mesh())
+  if seeds > 1:
+    idx = jnp.broadcast_to(idx, (seeds, FLAGS.batch))
+  step = train.make_train_step(net, tx, FLAGS.rule, train.make_mesh(seeds), seeds)
   for _ in range(2):  # Compile, then settle the donated state's layout.
     state, loss = step(state, x, y, idx)
     jax.block_until_ready(loss)
@@ -167,9 +170,9 @@ def main(argv):
       total[event["name"]] += event.get("dur", 0)
   kind = "vec" if FLAGS.vectorized else "conv."
   print(
-    f"{FLAGS.only} {kind} {FLAGS.rule}, batch {FLAGS.batch}: "
+    f"{FLAGS.only} {kind} {FLAGS.rule}, batch {FLAGS.batch}, {seeds} seed(s): "
     f"{step_ms:.1f} ms per step under the profiler "
-    f"({FLAGS.batch / step_ms * 1e3:.0f} ex/s), {len(total)} thunks timed; "
+    f"({seeds * FLAGS.batch / step_ms * 1e3:.0f} ex/s), {len(total)} thunks timed; "
     "a while thunk's time includes its body's, listed too\n"
   )
   print("| thunk | ms/step | % of step | output | heavy ops inside |")

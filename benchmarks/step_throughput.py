@@ -1,15 +1,19 @@
 """Train-step throughput of every paper architecture and rule, on random data.
 
   python benchmarks/step_throughput.py [--batch=128] [--iters=5] [--only=mnist-fc]
-      [--output_code=binary] [--num_classes=100] [--json]
+      [--output_code=binary] [--num_classes=100] [--num_seeds=1] [--json]
 
 Times are the best of at least ``--iters`` calls and 2 s, after a compiling warm-up;
 the train step is ``train.make_train_step`` itself (donated state, as in training).
 For each network (Tables 3-4 at MNIST 28x28x1 and CIFAR-10 32x32x3 input shapes) and
 each rule that trains it, prints examples/s of the forward pass alone, of the full
-jitted train step (update + optax), and of the same step with updates from plain
-autodiff through the vectorized forward; the step's analytic FLOPs, the achieved
-GFLOP/s, and this machine's float32 matmul GFLOP/s measured in the same run.
+jitted train step (update + optax), of the trainer's loop (``train.run_epoch`` over
+compiled ``lax.scan`` chunks sized as the trainer sizes them, what users run) and its
+ratio to the step, and of the step with updates from plain autodiff through the
+vectorized forward; the step's analytic FLOPs, the achieved GFLOP/s, and this
+machine's float32 matmul GFLOP/s measured in the same run. ``--num_seeds=N`` times
+N seeds in one program: the vmapped step and the packed trainer loop, examples of all
+seeds counted.
 ``--num_classes=100 --only=cifar`` gives CIFAR-100's networks: one-hot K = 100, or
 binary K = 7 with ``--output_code=binary``.
 """
@@ -44,15 +48,15 @@ flags.DEFINE_integer(
   "num_classes", 10, "Classes (100: CIFAR-100's fine labels).", lower_bound=2
 )
 
-# The authors' PyTorch code, GEVB, batch 128, this 2-core CPU (ex/s): MNIST from the
-# run quoted in issue 8 (204, 1096, 3331 ms/step), CIFAR-10 from the first issue.
-AUTHORS = {
-  ("mnist", "fc"): 626,
-  ("mnist", "conv"): 117,
-  ("mnist", "lc"): 38,
-  ("cifar", "fc"): 119,
-  ("cifar", "conv"): 19,
-}
+flags.DEFINE_integer(
+  "num_seeds", 1, "Seeds in one program (the trainer's num_seeds).", lower_bound=1
+)
+flags.DEFINE_float(
+  "seconds_per_call",
+  2.0,
+  "The trainer's seconds_per_call: its compiled calls are sized to last this long.",
+  lower_bound=0.01,
+)
 
 
 def step_flops(net, rule):
@@ -117,63 +121,90 @@ def timed_steps(step, state, x, y, idx, iters):
   return best
 
 
-def bench(dataset, arch, vectorized, rule, batch, iters):
-  shape = DATASETS[dataset]
-  net = gevb_jax.make_network(
+def trainer_loop_seconds(net, tx, rule, state, x, y, idx, num_seeds):
+  """Seconds per step of the trainer's loop: ``train.run_epoch`` over chunks of
+  ``train.make_train_chunk``, as many steps a call as ``calibrated_steps_per_call``
+  gives, over two calls' worth of steps; best of two after a compiling warm-up."""
+  mesh = train.make_mesh(num_seeds)
+  chunk = train.make_train_chunk(net, tx, rule, mesh, num_seeds)
+  active = [True] * num_seeds
+  loss = jnp.zeros(num_seeds)
+  probe = jnp.broadcast_to(idx, (2, *idx.shape))  # (steps, S, batch)
+  size = train.calibrated_steps_per_call(
+    chunk, state, active, x, y, probe, FLAGS.seconds_per_call
+  )
+  steps = 2 * size
+  batches = jnp.broadcast_to(idx, (steps, *idx.shape))
+  best = math.inf
+  for _ in range(3):  # The first compiles.
+    start = time.perf_counter()
+    state, loss = train.run_epoch(chunk, state, active, x, y, batches, size)
+    jax.block_until_ready(loss)
+    best = min(best, time.perf_counter() - start)
+  return best / steps
+
+
+def make_net(dataset, arch, vectorized, rule):
+  """One of the benchmarked networks, as ``make_network`` builds it for ``rule``."""
+  return gevb_jax.make_network(
     arch,
-    input_shape=shape,
+    input_shape=DATASETS[dataset],
     num_classes=FLAGS.num_classes,
     vectorized=vectorized,
     nonneg=True,
     backward_kernels=rules.backward_kernels(rule),
     output_code=FLAGS.output_code,
   )
+
+
+def bench(dataset, arch, vectorized, rule, batch, iters):
+  shape, seeds = DATASETS[dataset], FLAGS.num_seeds
+  net = make_net(dataset, arch, vectorized, rule)
+  tx = gevb_jax.make_optimizer(net)
   variables = net.init(jax.random.key(0))
-  params, fixed = variables["params"], variables["fixed"]
   x = jax.random.uniform(jax.random.key(1), (batch, *shape), minval=-1.0, maxval=1.0)
   y = jax.random.randint(jax.random.key(2), (batch,), 0, FLAGS.num_classes)
-  tx = gevb_jax.make_optimizer(net)
-  fwd = jax.jit(net.apply)
-  t_fwd = timed(fwd, variables, x, iters=iters)
-  idx = jnp.arange(batch)
+  t_fwd = timed(jax.jit(net.apply), variables, x, iters=iters)
 
-  def fresh_state():  # A copy: the step donates (consumes) its state.
-    return jax.tree_util.tree_map(
-      jnp.array, {"params": params, "fixed": fixed, "opt_state": tx.init(params)}
-    )
+  def fresh_state(stacked):  # A new copy: the steps donate (consume) their state.
+    states = [net.init(jax.random.key(s)) for s in range(seeds if stacked else 1)]
+    states = [{**v, "opt_state": tx.init(v["params"])} for v in states]
+    return jax.tree.map(lambda *v: jnp.stack(v), *states) if stacked else states[0]
 
-  mesh = train.make_mesh()
+  idx = jnp.broadcast_to(jnp.arange(batch), (seeds, batch))  # (S, batch)
+  step = train.make_train_step(net, tx, rule, train.make_mesh(seeds), seeds)
   t_step = timed_steps(
-    train.make_train_step(net, tx, rule, mesh), fresh_state(), x, y, idx, iters
+    step, fresh_state(seeds > 1), x, y, idx if seeds > 1 else idx[0], iters
   )
-  try:  # The K-sized autodiff reference can exhaust memory on the largest nets.
-    t_auto = timed_steps(autodiff_step(net, tx), fresh_state(), x, y, idx, iters)
-  except jax.errors.JaxRuntimeError as err:
-    print(
-      f"autodiff step of {dataset} {arch} failed: {str(err).splitlines()[0]}",
-      file=sys.stderr,
-    )
-    t_auto = None
-  flops = step_flops(net, rule) * batch
+  t_loop = trainer_loop_seconds(net, tx, rule, fresh_state(True), x, y, idx, seeds)
+  t_auto = None
+  if seeds == 1:
+    try:  # The K-sized autodiff reference can exhaust memory on the largest nets.
+      t_auto = timed_steps(
+        autodiff_step(net, tx), fresh_state(False), x, y, idx[0], iters
+      )
+    except jax.errors.JaxRuntimeError as err:
+      print(
+        f"autodiff step of {dataset} {arch} failed: {str(err).splitlines()[0]}",
+        file=sys.stderr,
+      )
+  flops = step_flops(net, rule) * batch * seeds
   model = f"{dataset} {'vec' if vectorized else 'conv.'} {arch}"
   if FLAGS.num_classes != 10:
     model += f" {FLAGS.num_classes} classes"
   if FLAGS.output_code != "onehot":
     model += f" {FLAGS.output_code}"
+  if seeds > 1:
+    model += f", {seeds} seeds"
   return {
     "model": f"{model} (K = {net.num_components})",
     "rule": rule,
     "forward_ex_s": batch / t_fwd,
-    "step_ex_s": batch / t_step,
+    "step_ex_s": seeds * batch / t_step,
+    "trainer_ex_s": seeds * batch / t_loop,
     "autodiff_step_ex_s": batch / t_auto if t_auto else None,
     "gflop_per_step": flops / 1e9,
     "gflop_s": flops / t_step / 1e9,
-    "authors_ex_s": (
-      AUTHORS.get((dataset, arch))
-      # The authors' nets: one-hot outputs, 10 classes.
-      if vectorized and rule == "gevb" and model == f"{dataset} vec {arch}"
-      else None
-    ),
   }
 
 
@@ -184,13 +215,14 @@ def main(argv):
   if not FLAGS.json:
     print(
       f"backend: {jax.default_backend()}, devices: {jax.device_count()}, "
-      f"batch {FLAGS.batch}, float32 matmul: {peak:.0f} GFLOP/s\n"
+      f"batch {FLAGS.batch}, seeds {FLAGS.num_seeds}, float32 matmul: {peak:.0f} "
+      f"GFLOP/s, calls of {FLAGS.seconds_per_call:g} s\n"
     )
     print(
-      "| model | rule | forward ex/s | step ex/s | autodiff step ex/s | GFLOP/step "
-      "| GFLOP/s | % of matmul | authors' PyTorch ex/s (x4 target) |"
+      "| model | rule | forward ex/s | step ex/s | trainer ex/s | trainer / step "
+      "| autodiff step ex/s | GFLOP/step | GFLOP/s | % of matmul |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
   for dataset in DATASETS:
     for arch in gevb_jax.ARCHS:
       if FLAGS.only not in f"{dataset}-{arch}":
@@ -203,14 +235,13 @@ def main(argv):
           if FLAGS.json:
             print(json.dumps(r), flush=True)
             continue
-          authors = (
-            f"{r['authors_ex_s']} ({4 * r['authors_ex_s']})" if r["authors_ex_s"] else ""
-          )
-          auto = f"{r['autodiff_step_ex_s']:.0f}" if r["autodiff_step_ex_s"] else "failed"
+          auto = f"{r['autodiff_step_ex_s']:.0f}" if r["autodiff_step_ex_s"] else "-"
           print(
             f"| {r['model']} | {r['rule']} | {r['forward_ex_s']:.0f} | "
-            f"{r['step_ex_s']:.0f} | {auto} | {r['gflop_per_step']:.2f} | "
-            f"{r['gflop_s']:.0f} | {100 * r['gflop_s'] / peak:.0f}% | {authors} |",
+            f"{r['step_ex_s']:.0f} | {r['trainer_ex_s']:.0f} | "
+            f"{r['trainer_ex_s'] / r['step_ex_s']:.2f} | {auto} | "
+            f"{r['gflop_per_step']:.2f} | {r['gflop_s']:.0f} | "
+            f"{100 * r['gflop_s'] / peak:.0f}% |",
             flush=True,
           )
 
