@@ -82,6 +82,9 @@ def step_flops(net, rule):
   return forward + backward
 
 
+# Steps of an MNIST or Fashion-MNIST epoch at batch 128: the most one call can run.
+EPOCH_STEPS = 60_000 // 128
+
 # Short steps vary by +-20 % from call to call here: time each for at least this long.
 MIN_SECONDS = 2.0
 
@@ -107,10 +110,12 @@ def matmul_gflops(n=2048, iters=10):
 
 
 def timed_steps(step, state, x, y, idx, iters):
-  """Best seconds per step over at least ``iters`` steps and ``MIN_SECONDS``, after a
-  compiling warm-up."""
-  state, loss = step(state, x, y, idx)
-  jax.block_until_ready(loss)
+  """Best seconds per step over at least ``iters`` steps and ``MIN_SECONDS``, after
+  two warm-up steps: the second call compiles again, for the sharding the first gave
+  the donated state (with one timed step, --iters=1 timed that compile)."""
+  for _ in range(2):  # Compiles, then again for the donated state's new sharding.
+    state, loss = step(state, x, y, idx)
+    jax.block_until_ready(loss)
   best, count, begin = math.inf, 0, time.perf_counter()
   while count < iters or time.perf_counter() - begin < MIN_SECONDS:
     start = time.perf_counter()
@@ -124,24 +129,28 @@ def timed_steps(step, state, x, y, idx, iters):
 def trainer_loop_seconds(net, tx, rule, state, x, y, idx, num_seeds):
   """Seconds per step of the trainer's loop: ``train.run_epoch`` over chunks of
   ``train.make_train_chunk``, as many steps a call as ``calibrated_steps_per_call``
-  gives, over two calls' worth of steps; best of two after a compiling warm-up."""
+  gives, over two calls' worth of steps; best of two after a compiling warm-up.
+
+  Returns that, the steps per call, and the seconds the warm-up took beyond a timed
+  loop (the chunk's compilation, mostly)."""
   mesh = train.make_mesh(num_seeds)
   chunk = train.make_train_chunk(net, tx, rule, mesh, num_seeds)
   active = [True] * num_seeds
   loss = jnp.zeros(num_seeds)
-  probe = jnp.broadcast_to(idx, (2, *idx.shape))  # (steps, S, batch)
+  epoch = jnp.broadcast_to(idx, (EPOCH_STEPS, *idx.shape))  # (steps, S, batch)
   size = train.calibrated_steps_per_call(
-    chunk, state, active, x, y, probe, FLAGS.seconds_per_call
+    chunk, state, active, x, y, epoch, FLAGS.seconds_per_call
   )
   steps = 2 * size
   batches = jnp.broadcast_to(idx, (steps, *idx.shape))
-  best = math.inf
+  times = []
   for _ in range(3):  # The first compiles.
     start = time.perf_counter()
     state, loss = train.run_epoch(chunk, state, active, x, y, batches, size)
     jax.block_until_ready(loss)
-    best = min(best, time.perf_counter() - start)
-  return best / steps
+    times.append(time.perf_counter() - start)
+  best = min(times[1:])
+  return best / steps, size, times[0] - best
 
 
 def make_net(dataset, arch, vectorized, rule):
@@ -176,7 +185,9 @@ def bench(dataset, arch, vectorized, rule, batch, iters):
   t_step = timed_steps(
     step, fresh_state(seeds > 1), x, y, idx if seeds > 1 else idx[0], iters
   )
-  t_loop = trainer_loop_seconds(net, tx, rule, fresh_state(True), x, y, idx, seeds)
+  t_loop, per_call, compile_s = trainer_loop_seconds(
+    net, tx, rule, fresh_state(True), x, y, idx, seeds
+  )
   t_auto = None
   if seeds == 1:
     try:  # The K-sized autodiff reference can exhaust memory on the largest nets.
@@ -202,6 +213,8 @@ def bench(dataset, arch, vectorized, rule, batch, iters):
     "forward_ex_s": batch / t_fwd,
     "step_ex_s": seeds * batch / t_step,
     "trainer_ex_s": seeds * batch / t_loop,
+    "trainer_steps_per_call": per_call,
+    "trainer_compile_s": compile_s,
     "autodiff_step_ex_s": batch / t_auto if t_auto else None,
     "gflop_per_step": flops / 1e9,
     "gflop_s": flops / t_step / 1e9,
@@ -220,9 +233,10 @@ def main(argv):
     )
     print(
       "| model | rule | forward ex/s | step ex/s | trainer ex/s | trainer / step "
-      "| autodiff step ex/s | GFLOP/step | GFLOP/s | % of matmul |"
+      "| steps per call | chunk compile s | autodiff step ex/s | GFLOP/step | GFLOP/s "
+      "| % of matmul |"
     )
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|", flush=True)
   for dataset in DATASETS:
     for arch in gevb_jax.ARCHS:
       if FLAGS.only not in f"{dataset}-{arch}":
@@ -239,7 +253,8 @@ def main(argv):
           print(
             f"| {r['model']} | {r['rule']} | {r['forward_ex_s']:.0f} | "
             f"{r['step_ex_s']:.0f} | {r['trainer_ex_s']:.0f} | "
-            f"{r['trainer_ex_s'] / r['step_ex_s']:.2f} | {auto} | "
+            f"{r['trainer_ex_s'] / r['step_ex_s']:.2f} | "
+            f"{r['trainer_steps_per_call']} | {r['trainer_compile_s']:.1f} | {auto} | "
             f"{r['gflop_per_step']:.2f} | {r['gflop_s']:.0f} | "
             f"{100 * r['gflop_s'] / peak:.0f}% |",
             flush=True,

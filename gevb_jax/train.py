@@ -169,6 +169,9 @@ def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
 
     return jax.lax.scan(body, (state, loss_sum), idx)[0]
 
+  if num_seeds > 1:
+    return jax.jit(chunk, donate_argnums=(0, 1), out_shardings=(per_seed, per_seed))
+
   def lone_steps(state, loss_sum, x_all, y_all, idx):
     def body(carry, idx_row):
       state, loss_sum = carry
@@ -177,8 +180,6 @@ def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
 
     return jax.lax.scan(body, (state, loss_sum), idx)[0]
 
-  if num_seeds > 1:
-    return jax.jit(chunk, donate_argnums=(0, 1), out_shardings=(per_seed, per_seed))
   replicated = NamedSharding(mesh, P())
   lone_steps = jax.jit(
     lone_steps, donate_argnums=(0, 1), out_shardings=(replicated, replicated)
@@ -187,7 +188,8 @@ def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
   def lone_chunk(state, loss_sum, active, x_all, y_all, idx):
     """One seed, never frozen (its run ends when it stops), scanned unbatched: the
     steps of ``make_train_step`` to the bit. (Squeezing the seed axis inside the
-    jitted scan lets XLA fuse a one-step scan differently, off by rounding.)"""
+    jitted scan lets XLA fuse the scan otherwise: chunk sizes then differ by rounding,
+    tested again on 2026-12-03. Outside, it costs two copies of the state per call.)"""
     del active
     out = lone_steps(_slot(state, 0), loss_sum[0], x_all, y_all, idx[:, 0])
     return _stack([out])
@@ -226,16 +228,16 @@ def calibrated_steps_per_call(train_chunk, state, active, x_all, y_all, batches,
   active = jnp.asarray(active)
 
   def two_steps():
-    copy = jax.tree.map(jnp.copy, state)
+    copy = jax.block_until_ready(jax.tree.map(jnp.copy, state))  # Not timed.
+    start = time.perf_counter()
     out = train_chunk(
       copy, jnp.zeros(len(active), jnp.float32), active, x_all, y_all, batches[:2]
     )
     jax.block_until_ready(out)
+    return time.perf_counter() - start
 
   two_steps()  # Compiles.
-  start = time.perf_counter()
-  two_steps()
-  per_step = (time.perf_counter() - start) / 2
+  per_step = two_steps() / 2
   return int(min(steps, max(1, seconds // per_step)))
 
 
