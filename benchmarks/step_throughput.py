@@ -12,7 +12,7 @@ compiled ``lax.scan`` chunks sized as the trainer sizes them, what users run) an
 ratio to the step, and of the step with updates from plain autodiff through the
 vectorized forward; the step's analytic FLOPs, the achieved GFLOP/s, and this
 machine's float32 matmul GFLOP/s measured in the same run. ``--num_seeds=N`` times
-N seeds in one program: the vmapped step and the packed trainer loop, examples of all
+N seeds in one program: the step of all N and the packed trainer loop, examples of all
 seeds counted.
 ``--num_classes=100 --only=cifar`` gives CIFAR-100's networks: one-hot K = 100, or
 binary K = 7 with ``--output_code=binary``.
@@ -136,7 +136,6 @@ def trainer_loop_seconds(net, tx, rule, state, x, y, idx, num_seeds):
   mesh = train.make_mesh(num_seeds)
   chunk = train.make_train_chunk(net, tx, rule, mesh, num_seeds)
   active = [True] * num_seeds
-  loss = jnp.zeros(num_seeds)
   epoch = jnp.broadcast_to(idx, (EPOCH_STEPS, *idx.shape))  # (steps, S, batch)
   size = train.calibrated_steps_per_call(
     chunk, state, active, x, y, epoch, FLAGS.seconds_per_call
