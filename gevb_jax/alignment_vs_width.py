@@ -16,16 +16,12 @@ import json
 import os
 
 import jax
-import matplotlib
-import numpy as np
 from absl import app, flags
-from matplotlib.figure import Figure
 from ml_collections import config_flags
 
 import gevb_jax
 from gevb_jax import data, metrics
-
-matplotlib.use("Agg")
+from gevb_jax.report import figures, runs, tables
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", None, "Output directory.")
@@ -79,47 +75,6 @@ def measure(input_shape, num_classes, x, widths, seeds):
   return results
 
 
-def table(results):
-  layers = list(next(iter(results.values())))
-  head = " | ".join(f"{name} measured | {name} Eq. 15" for name in layers)
-  lines = [f"| width n | {head} |", "|---:|" + "---:|" * (2 * len(layers))]
-  for n, per_layer in results.items():
-    cells = []
-    for name in layers:
-      for key in ("measured", "eq15"):
-        v = np.asarray(per_layer[name][key])
-        cells.append(f"{v.mean():.2f} ± {v.std():.2f}")
-    lines.append(f"| {n} | " + " | ".join(cells) + " |")
-  return "\n".join(lines) + "\n"
-
-
-def plot(results, path):
-  widths = list(results)
-  fig = Figure(figsize=(5.5, 4))
-  ax = fig.subplots()
-  for i, name in enumerate(next(iter(results.values()))):
-    colour = f"C{i}"
-    measured = np.array([results[n][name]["measured"] for n in widths])
-    predicted = np.array([results[n][name]["eq15"] for n in widths])
-    ax.errorbar(
-      widths,
-      measured.mean(1),
-      yerr=measured.std(1),
-      fmt="o",
-      color=colour,
-      label=f"{name} measured",
-    )
-    ax.plot(widths, predicted.mean(1), "-", color=colour, label=f"{name} Eq. 15")
-  ax.set_xscale("log", base=2)
-  ax.set_xlabel("hidden width n")
-  ax.set_ylabel("GEVB alignment angle at init (degrees)")
-  ax.set_ylim(0, 90)
-  ax.legend(fontsize=8)
-  ax.set_title("Alignment at initialisation vs width")
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-
-
 def main(argv):
   del argv
   widths = [int(w) for w in FLAGS.widths]
@@ -128,16 +83,16 @@ def main(argv):
   results = measure(ds.train_x.shape[1:], ds.num_classes, x, widths, FLAGS.seeds)
   os.makedirs(FLAGS.out, exist_ok=True)
   stem = os.path.join(FLAGS.out, "alignment_vs_width")
-  with open(stem + ".json", "w") as f:
+  with open(os.path.join(FLAGS.out, runs.WIDTH_FILE), "w") as f:
     json.dump({str(n): r for n, r in results.items()}, f, indent=2)
   with open(stem + ".md", "w") as f:
     f.write(
       f"GEVB alignment at init, nonneg FC VNN on {ds.name}, mean ± std over "
       f"{FLAGS.seeds} seeds, {len(x)} training examples (degrees).\n\n"
     )
-    f.write(table(results))
-  plot(results, stem + ".png")
-  print(table(results))
+    f.write(tables.width_markdown(results))
+  figures.plot_alignment_vs_width(results, stem + ".png")
+  print(tables.width_markdown(results))
 
 
 if __name__ == "__main__":

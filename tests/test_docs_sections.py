@@ -1,7 +1,9 @@
 """Tests for the docs' generated sections (gevb_jax.report.docs and .sections) and the
 .gitignore rule of results/, on fake run folders."""
 
+import json
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +13,15 @@ import pytest
 
 from gevb_jax import grid, report
 from gevb_jax.report import docs, sections
-from tests.test_report import PNG_MAGIC, SEEDS, _errors, _expected_cell, _write_run
+from gevb_jax.report import runs as runs_module
+from tests.test_report import (
+  LAYERS,
+  PNG_MAGIC,
+  SEEDS,
+  _errors,
+  _expected_cell,
+  _write_run,
+)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 FASHION_TABLE = "table fashion_mnist archs=fc"
@@ -217,7 +227,10 @@ def test_a_hand_edit_fails_the_check(results, updated, tmp_path):
 @pytest.mark.parametrize(
   "marker, reason",
   [
-    ("tabel digits", "unknown generator 'tabel' (one of table, curve, finals, figure)"),
+    (
+      "tabel digits",
+      "unknown generator 'tabel' (one of table, curve, finals, figure, angles, width)",
+    ),
     ("table mnist", "no runs under {results}/mnist"),
     ("curve digits/nothing-here", "no runs under {results}/digits/nothing-here"),
     ("table digits archs=fc rules=kp", "no column of digits's table passes the filters"),
@@ -277,7 +290,7 @@ def test_cli_refuses_a_bad_section_in_one_line(results, tmp_path):
   assert result.returncode == 1
   assert result.stderr == (
     "Docs not updated: docs/reproduction.md:3: section 'tabel digits': unknown "
-    "generator 'tabel' (one of table, curve, finals, figure)\n"
+    "generator 'tabel' (one of table, curve, finals, figure, angles, width)\n"
   )
   assert (repo / "docs" / "reproduction.md").read_text() == reproduction
 
@@ -365,3 +378,57 @@ def test_figure_links_and_names(results, tmp_path):
     render("figure curves digits kinds=vectorized file=conv.png")
   with pytest.raises(sections.SectionError, match="no cluster quality to draw"):
     render("figure cluster_quality digits archs=fc")
+
+
+def test_angles_show_each_layer_at_epoch_0_and_at_the_end(results, tmp_path):
+  """angles: a row per hidden layer, the mean ± std over seeds of its angle and its
+  sign agreement at epoch 0 and at the last evaluation, from metrics.jsonl."""
+  folder = "digits/conv-vectorized-nonneg-gevb"
+  shutil.copytree(results / folder, tmp_path / folder)
+  for seed in SEEDS:
+    path = tmp_path / folder / f"seed_{seed}" / "metrics.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    for row in rows:
+      row["sign_agreement"] = {
+        layer: 0.5 + 0.01 * row["epoch"] + 0.1 * seed + 0.001 * i
+        for i, layer in enumerate(LAYERS["conv"])
+      }
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+  context = sections.Context(tmp_path, tmp_path / "figures", "skip")
+  text = sections.render(context, sections.parse_spec(f"angles {folder}"), tmp_path)
+  body = [line for line in text.splitlines() if line.startswith("| ")][1:]
+  assert len(body) == len(LAYERS["conv"])
+
+  def cell(values, digits):
+    return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}"
+
+  for i, (layer, line) in enumerate(zip(LAYERS["conv"], body)):
+    label = "Conv Vectorized Nonneg GEVB (seeds 0, 1)" if i == 0 else ""
+    # _write_run's angles: 10 i + epoch + seed; the last evaluation is epoch 20.
+    angles = [cell([10 * i + e + s for s in SEEDS], 1) for e in (0, 20)]
+    signs = [
+      cell([0.5 + 0.01 * e + 0.1 * s + 0.001 * i for s in SEEDS], 3) for e in (0, 20)
+    ]
+    assert line == "| " + " | ".join([label, layer, *angles, *signs]) + " |"
+  bp = "digits/conv-vectorized-nonneg-bp"  # BP's update is the gradient: no angles.
+  shutil.copytree(results / bp, tmp_path / bp)
+  with pytest.raises(sections.SectionError, match="no alignment measured"):
+    sections.render(context, sections.parse_spec(f"angles {bp}"), tmp_path)
+
+
+def test_width_section_is_the_alignment_vs_width_table_and_figure(tmp_path):
+  """width: gevb_jax.alignment_vs_width's JSON as its table (mean ± std over seeds,
+  measured and Eq. 15) and the link to the figure it draws."""
+  folder = tmp_path / "width"
+  folder.mkdir()
+  measured = {"dense_0": {"measured": [10.0, 12.0], "eq15": [11.0, 11.0]}}
+  (folder / runs_module.WIDTH_FILE).write_text(json.dumps({"64": measured}))
+  context = sections.Context(tmp_path, tmp_path / "docs" / "figures", "draw")
+  text = sections.render(context, sections.parse_spec("width width"), tmp_path / "docs")
+  assert "over 2 seeds" in text
+  assert "| 64 | 11.00 ± 1.00 | 11.00 ± 0.00 |" in text.splitlines()
+  assert text.endswith("![alignment vs width](figures/alignment_vs_width.png)\n")
+  png = tmp_path / "docs" / "figures" / "alignment_vs_width.png"
+  assert png.read_bytes().startswith(PNG_MAGIC)
+  with pytest.raises(sections.SectionError, match="cannot be read"):
+    sections.render(context, sections.parse_spec("width nowhere"), tmp_path)

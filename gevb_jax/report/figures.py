@@ -262,3 +262,32 @@ def plot_cluster_quality(runs, dataset, path):
   fig.suptitle(f"{dataset_name(dataset)}: cluster quality, final − init")
   fig.savefig(path, dpi=100)
   return True
+
+
+def plot_alignment_vs_width(results, path):
+  """GEVB's alignment at init against width, measured and by Eq. 15
+  (``gevb_jax.alignment_vs_width``'s results)."""
+  widths = list(results)
+  fig = figure.Figure(figsize=(5.5, 4))
+  ax = fig.subplots()
+  for i, name in enumerate(next(iter(results.values()))):
+    colour = f"C{i}"
+    measured = np.array([results[n][name]["measured"] for n in widths])
+    predicted = np.array([results[n][name]["eq15"] for n in widths])
+    ax.errorbar(
+      widths,
+      measured.mean(1),
+      yerr=measured.std(1),
+      fmt="o",
+      color=colour,
+      label=f"{name} measured",
+    )
+    ax.plot(widths, predicted.mean(1), "-", color=colour, label=f"{name} Eq. 15")
+  ax.set_xscale("log", base=2)
+  ax.set_xlabel("hidden width n")
+  ax.set_ylabel("GEVB alignment angle at init (degrees)")
+  ax.set_ylim(0, 90)
+  ax.legend(fontsize=8)
+  ax.set_title("Alignment at initialisation vs width")
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)

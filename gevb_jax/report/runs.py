@@ -20,6 +20,9 @@ DATASET_NAMES = {
   "digits": "Digits",
 }
 
+# What gevb_jax.alignment_vs_width writes into its --out folder (not a run folder).
+WIDTH_FILE = "alignment_vs_width.json"
+
 
 @dataclasses.dataclass(frozen=True)
 class Run:

@@ -17,6 +17,12 @@ each. Options are KEY=VALUE:
   finals FOLDER [FOLDER ...]
       A row per FOLDER (one experiment each): seeds, final test and train error (%),
       epochs run, seeds at zero train error.
+  angles FOLDER [FOLDER ...]
+      Per FOLDER (one experiment each) and hidden layer: the alignment angle (°) and
+      the sign agreement at epoch 0 and at the last evaluation.
+  width FOLDER [file=NAME.png]
+      The table of ``gevb_jax.alignment_vs_width``'s results in FOLDER (its
+      ``alignment_vs_width.json``) and a link to their figure, drawn into ``file``.
   figure curves|alignment|cluster_quality FOLDER [filters] [file=NAME.png] [alt=..]
       Draws ``figures.plot_learning_curves``, ``plot_alignment`` (the filters must
       keep one column other than BP) or ``plot_cluster_quality`` of the runs the
@@ -30,6 +36,7 @@ finished, is refused (``SectionError``) rather than written with a hole.
 
 import dataclasses
 import functools
+import json
 import os
 import pathlib
 import re
@@ -40,7 +47,7 @@ import numpy as np
 from gevb_jax import grid
 from gevb_jax.grid import ARCHS, Experiment
 from gevb_jax.report import figures, tables
-from gevb_jax.report.runs import collect_runs, columns_of, dataset_name
+from gevb_jax.report.runs import WIDTH_FILE, collect_runs, columns_of, dataset_name
 
 FILTERS = {
   "archs": ARCHS,
@@ -104,13 +111,17 @@ class Context:
     self._runs = {}
     self._figures = {}  # File name -> the spec (without alt) that draws it.
 
-  def runs(self, folder):
-    """The runs below ``folder`` of the results root; refused when there are none."""
+  def path(self, folder):
+    """``folder`` of the results root; refused when it is not below it."""
     parts = pathlib.PurePosixPath(folder).parts
     if not parts or folder.startswith("/") or ".." in parts:
       raise SectionError(f"{folder!r} is not a folder below the results root")
+    return self.results_root.joinpath(*parts)
+
+  def runs(self, folder):
+    """The runs below ``folder`` of the results root; refused when there are none."""
     if folder not in self._runs:
-      path = self.results_root.joinpath(*parts)
+      path = self.path(folder)
       self._runs[folder] = collect_runs(path) if path.is_dir() else []
     if not self._runs[folder]:
       raise SectionError(f"no runs under {self.results_root / folder}")
@@ -392,12 +403,101 @@ def _figure(context, spec, doc_dir):
   return f"![{spec.option('alt', alt)}]({link})\n"
 
 
+def _at_ends(runs, key, layer):
+  """``(values at epoch 0, values at each run's last evaluation)`` of ``key``'s
+  ``layer`` entry (``alignment`` or ``sign_agreement``) over ``runs``."""
+  first, last = [], []
+  for run in runs:
+    rows = [m for m in run.metrics if layer in m.get(key, {})]
+    if rows and rows[0]["epoch"] == 0:
+      first.append(rows[0][key][layer])
+    if rows:
+      last.append(rows[-1][key][layer])
+  return first, last
+
+
+def _angles(context, spec, doc_dir):
+  """``angles FOLDER ...``: per experiment folder and hidden layer, the alignment
+  angle and the sign agreement at epoch 0 and at the last evaluation."""
+  del doc_dir
+  if not spec.args:
+    raise SectionError("angles names no folder")
+  header = [
+    "run",
+    "layer",
+    "angle ° at epoch 0",
+    "at the end",
+    "sign agreement at epoch 0",
+    "at the end",
+  ]
+  lines = [
+    "Per hidden layer, the angle between its update and the gradient and the fraction "
+    "of its weight entries whose update has the gradient's sign, on the first 128 "
+    "training examples, at epoch 0 and at the last evaluation; mean ± std over the "
+    "seeds.",
+    "",
+    "| " + " | ".join(header) + " |",
+    "|---|---|" + "---:|" * (len(header) - 2),
+  ]
+  for folder in spec.args:
+    runs = context.runs(folder)
+    experiment = _one_experiment(runs, folder)
+    _finals_row(runs, folder)  # Refuses unfinished runs.
+    layers = list(
+      dict.fromkeys(x for r in runs for m in r.metrics for x in m.get("alignment", {}))
+    )
+    if not layers:
+      raise SectionError(f"no alignment measured in {folder}")
+    label = f"{experiment} ({_seeds_text(runs).split(' (')[0]})"
+    for layer in layers:
+      cells = [
+        _number(values, digits) if values else ""
+        for key, digits in (("alignment", 1), ("sign_agreement", 3))
+        for values in _at_ends(runs, key, layer)
+      ]
+      lines.append("| " + " | ".join([label, layer, *cells]) + " |")
+      label = ""
+  return "\n".join(lines) + "\n"
+
+
+def _width(context, spec, doc_dir):
+  """``width FOLDER [file=NAME.png]``: the table and figure of
+  ``gevb_jax.alignment_vs_width``'s ``alignment_vs_width.json`` in FOLDER."""
+  (folder,) = spec.args
+  path = context.path(folder) / WIDTH_FILE
+  try:
+    results = {int(n): v for n, v in json.loads(path.read_text()).items()}
+  except (OSError, ValueError) as err:
+    raise SectionError(f"{path}: cannot be read ({type(err).__name__})") from None
+  seeds = {len(v["measured"]) for layers in results.values() for v in layers.values()}
+  file = spec.option("file", "alignment_vs_width.png")
+  lines = [
+    "GEVB's alignment angle (°) at initialisation per hidden layer, measured and "
+    f"predicted by Eq. 15, mean ± std over {' / '.join(map(str, sorted(seeds)))} "
+    "seeds.",
+    "",
+    tables.width_markdown(results),
+  ]
+  figure_spec = Spec(spec.text, "width", spec.args, (("file", file),))
+  out = context.figures_dir / file
+  if context.claim_figure(file, figure_spec):
+    if context.figures_mode == "draw":
+      out.parent.mkdir(parents=True, exist_ok=True)
+      figures.plot_alignment_vs_width(results, out)
+    elif context.figures_mode == "check" and not out.is_file():
+      raise SectionError(f"figure {file} is missing: --update_docs draws it")
+  link = pathlib.PurePath(os.path.relpath(out, doc_dir)).as_posix()
+  return "\n".join(lines) + f"\n![alignment vs width]({link})\n"
+
+
 # Generator name -> (function, least and most positional arguments, options).
 GENERATORS = {
   "table": (_table, 1, 1, tuple(FILTERS)),
   "curve": (_curve, 1, 1, ("epochs",)),
   "finals": (_finals, 1, None, ()),
   "figure": (_figure, 2, 2, (*FILTERS, "file", "alt")),
+  "angles": (_angles, 1, None, ()),
+  "width": (_width, 1, 1, ("file",)),
 }
 
 

@@ -268,3 +268,19 @@ def table_latex(runs, dataset):
     r"\end{table}",
   ]
   return "\n".join(lines) + "\n"
+
+
+def width_markdown(results):
+  """The table of ``alignment_vs_width``'s results ``{n: {layer: {"measured",
+  "eq15"}}}``: mean ± std over seeds of each angle (°)."""
+  layers = list(next(iter(results.values())))
+  head = " | ".join(f"{name} measured | {name} Eq. 15" for name in layers)
+  lines = [f"| width n | {head} |", "|---:|" + "---:|" * (2 * len(layers))]
+  for n, per_layer in results.items():
+    cells = []
+    for name in layers:
+      for key in ("measured", "eq15"):
+        v = np.asarray(per_layer[name][key])
+        cells.append(f"{v.mean():.2f} ± {v.std():.2f}")
+    lines.append(f"| {n} | " + " | ".join(cells) + " |")
+  return "\n".join(lines) + "\n"
