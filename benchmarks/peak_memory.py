@@ -4,7 +4,7 @@
 
 Each network runs in its own process (peak RSS is per process): one jitted train
 step at batch 128, one evaluation pass over 2 000 random examples in the batches that
-``train.memory_bounded_batches`` picks for the budget, and the alignment measurement
+``evaluation.memory_bounded_batches`` picks for the budget, and the alignment measurement
 on 128 examples. Prints the batch sizes and the process's peak RSS. Nonnegative VNNs
 with GEVB, Tables 3-4 at MNIST and CIFAR-10 input shapes. Nothing here is a test.
 """
@@ -20,7 +20,7 @@ from absl import app, flags
 from common import DATASETS, NETS, NO_NET_MATCHES, matches_a_net
 
 import gevb_jax
-from gevb_jax import defaults, metrics, train
+from gevb_jax import defaults, evaluation, metrics, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("only", "", "Substring filter on DATASET-ARCH.")
@@ -41,7 +41,7 @@ def measure(name, budget_mb):
   config = defaults.base_config()
   config.memory_budget_mb = budget_mb
   mesh = train.make_mesh()
-  eval_batch, probe_batch = train.memory_bounded_batches(net, config, mesh.size)
+  eval_batch, probe_batch = evaluation.memory_bounded_batches(net, config, mesh.size)
   variables = net.init(jax.random.key(0))
   tx = gevb_jax.make_optimizer(net)
   state = {
@@ -55,7 +55,9 @@ def measure(name, budget_mb):
   state, loss = step(state, x, y, jnp.arange(128))
   jax.block_until_ready(loss)
   variables = {"params": state["params"], "fixed": state["fixed"]}
-  train.evaluate(train.make_eval_step(net, mesh), variables, x, y, eval_batch, mesh)
+  evaluation.evaluate(
+    evaluation.make_eval_step(net, mesh), variables, x, y, eval_batch, mesh
+  )
   metrics.alignment(net, variables, x[:128], y[:128], "gevb", batch_size=probe_batch)
   peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   return {

@@ -1,4 +1,5 @@
-"""Training and evaluation: one jitted, data-parallel step, epochs, checkpoints.
+"""Training: the jitted, data-parallel step, its compiled chunks, and the loop of the
+paper's recipe over epochs, evaluations (``evaluation``) and checkpoints.
 
 ``train_and_evaluate(config, workdir)`` trains one network with one rule, the paper's
 recipe (Appendix I): full train/test evaluation at epoch 0, every ``eval_every``
@@ -33,17 +34,9 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 import gevb_jax
-from gevb_jax import (
-  clusters,
-  config_check,
-  data,
-  grid,
-  layers,
-  metrics,
-  output_codes,
-  rules,
-)
+from gevb_jax import clusters, config_check, data, evaluation, grid, rules
 from gevb_jax import workdir as run_folder
+from gevb_jax.seeds import make_mesh, over_seeds, slot, stack
 
 
 class TrainingError(RuntimeError):
@@ -51,60 +44,6 @@ class TrainingError(RuntimeError):
 
 
 # --- Steps ---------------------------------------------------------------------
-
-
-def make_mesh(num_seeds=1):
-  """A 2-d mesh over every local device: seeds are split along its "seeds" axis,
-  which takes as many devices as divide both counts, and each seed's batches along
-  the "data" axis, which takes the rest."""
-  devices = np.array(jax.devices())
-  seeds = math.gcd(len(devices), num_seeds)
-  return Mesh(devices.reshape(seeds, -1), ("seeds", "data"))
-
-
-@jax.jit
-def _slot(tree, slot):
-  """One seed's entries of a stacked pytree (one compiled call, not one per leaf)."""
-  return jax.tree.map(lambda v: v[slot], tree)
-
-
-@jax.jit
-def _stack(trees):
-  """The list of one pytree per seed as one pytree with a leading seed axis."""
-  return jax.tree.map(lambda *v: jnp.stack(v), *trees)
-
-
-def over_seeds(fn, num_seeds, in_axes, mesh):
-  """``fn`` over stacked seeds: the arguments with an axis in ``in_axes`` and every
-  output gain a leading seed axis ``S = num_seeds``.
-
-  Seeds split over the devices of ``mesh``'s "seeds" axis, and every seed off the
-  CPU, are ``jax.vmap``-ed, with the seed axis laid on that mesh axis. On one CPU
-  device the seeds take turns (``lax.map``): vmapped, a conv net's convolutions
-  become grouped convolutions, and two MNIST conv VNN seeds trained at 360 ex/s
-  against 520 in turn (conv DFA 1100 against 2000; benchmarks/README.md). One seed
-  runs ``fn`` itself on the squeezed arguments.
-  """
-  if num_seeds > 1 and (mesh.shape["seeds"] > 1 or not layers.tuned_for_cpu()):
-    return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seeds")
-  if num_seeds > 1:
-
-    def in_turn(*args):
-      def one(seeded):  # This seed's entries of the arguments with a seed axis.
-        it = iter(seeded)
-        return fn(*(a if axis is None else next(it) for a, axis in zip(args, in_axes)))
-
-      seeded = tuple(a for a, axis in zip(args, in_axes) if axis is not None)
-      return jax.lax.map(one, seeded)
-
-    return in_turn
-
-  def one_seed(*args):
-    return _stack(
-      [fn(*(a if axis is None else _slot(a, 0) for a, axis in zip(args, in_axes)))]
-    )
-
-  return one_seed
 
 
 def _step(net, tx, rule, mesh):
@@ -191,8 +130,8 @@ def make_train_chunk(net, tx, rule, mesh, num_seeds=1):
     jitted scan lets XLA fuse the scan otherwise: chunk sizes then differ by rounding,
     tested again on 2026-12-03. Outside, it costs two copies of the state per call.)"""
     del active
-    out = lone_steps(_slot(state, 0), loss_sum[0], x_all, y_all, idx[:, 0])
-    return _stack([out])
+    out = lone_steps(slot(state, 0), loss_sum[0], x_all, y_all, idx[:, 0])
+    return stack([out])
 
   return lone_chunk
 
@@ -286,67 +225,6 @@ def run_epoch(
   return state, loss_sum
 
 
-def make_eval_step(net, mesh, num_seeds=1):
-  """Jitted ``(variables, x, y, weight) -> (summed errors, summed losses)``, each
-  ``(S,)``, for ``num_seeds`` stacked variables on one batch."""
-
-  def step(variables, x, y, weight):
-    x = jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P("data")))
-    logits = net.apply(variables, x)
-    losses = output_codes.per_example_loss(logits, y, net.output_code, net.num_classes)
-    errors = (net.predict(logits) != y).astype(jnp.float32)
-    return jnp.sum(errors * weight), jnp.sum(losses * weight)
-
-  return jax.jit(over_seeds(step, num_seeds, (0, None, None, None), mesh))
-
-
-def evaluate(eval_step, variables, x, y, batch_size, mesh):
-  """Each seed's error fraction and mean loss over a whole split (last batch padded),
-  as two NumPy arrays ``(S,)``."""
-  n = len(x)
-  errors = losses = 0.0
-  sharding = NamedSharding(mesh, P("data"))
-  for start in range(0, n, batch_size):
-    xb, yb = x[start : start + batch_size], y[start : start + batch_size]
-    weight = np.ones(len(xb), np.float32)
-    pad = batch_size - len(xb)
-    if pad:
-      xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-      yb = np.concatenate([yb, np.zeros(pad, yb.dtype)])
-      weight = np.concatenate([weight, np.zeros(pad, np.float32)])
-    e, loss = eval_step(variables, *jax.device_put((xb, yb, weight), sharding))
-    errors, losses = errors + e, losses + loss
-  return np.asarray(errors, np.float64) / n, np.asarray(losses, np.float64) / n
-
-
-# Float32 copies of a network's widest activation (K components included) counted per
-# example of an evaluation batch (the forward pass) and of an alignment batch (plain
-# autodiff's K-wide gradient). Checked, not derived: with them a Fashion-MNIST conv
-# VNN's epoch-0 evaluation peaks at 1.34 GB in a 512 MB budget (benchmarks/README.md).
-EVAL_COPIES = 4
-ALIGNMENT_COPIES = 12
-
-
-def memory_bounded_batches(net, config, num_devices):
-  """Evaluation and alignment batch sizes whose activations fit the memory budget.
-
-  ``config.eval_batch_size`` caps the first, which evaluates ``config.num_seeds``
-  seeds at once; the second serves one seed at a time. Each is a multiple of
-  ``num_devices`` and at least ``num_devices``.
-  """
-  budget = config.memory_budget_mb * 2**20
-  per_copy = 4 * net.widest_activation
-
-  def fit(copies, cap):
-    n = min(cap, int(budget // (copies * per_copy))) // num_devices * num_devices
-    return max(n, num_devices)
-
-  return (
-    fit(EVAL_COPIES * config.num_seeds, config.eval_batch_size),
-    fit(ALIGNMENT_COPIES, config.metrics.alignment_examples),
-  )
-
-
 # --- Main loop -----------------------------------------------------------------
 
 
@@ -411,7 +289,10 @@ def train_and_evaluate(config, workdir):
   config_check.check_config(config)
   config_check.check_workdir(workdir)
   runs = seed_runs(config, workdir)
-  finished = [not run_folder.claimable(c, w) and _complete(c, w) for c, w in runs]
+  evaluates = functools.partial(_evaluates, config=config)
+  finished = [
+    not run_folder.claimable(c, w) and run_folder.complete(w, evaluates) for c, w in runs
+  ]
   if all(finished):
     print(f"{workdir} holds a finished run; nothing to do", flush=True)
     summaries = [run_folder.read_summary(w) for _, w in runs]
@@ -427,7 +308,25 @@ def train_and_evaluate(config, workdir):
 
   ds = data.load_dataset(config.data)
   config_check.check_data(config, ds)
-  net = gevb_jax.make_network(
+  net = _network(config, ds)
+  rules.check_rule(net, config.rule)
+  config_check.check_memory(net, config, ds)
+  setup = _make_setup(config, mesh, ds, net)
+  # Only a run that can start claims its workdirs: a bad value leaves them as they were.
+  with contextlib.ExitStack() as locks:
+    for _, w in runs:
+      locks.enter_context(run_folder.lock(w))
+    for (c, w), done in zip(runs, finished, strict=True):
+      if not done:
+        run_folder.claim(c, w, start_over=run_folder.claimable(c, w))
+    print(_header(config, ds, net, mesh), flush=True)
+    summaries = _train(setup, runs, finished)
+  return summaries[0] if config.num_seeds == 1 else summaries
+
+
+def _network(config, ds):
+  """The network ``config`` names, for the inputs and classes of ``ds``."""
+  return gevb_jax.make_network(
     config.model.arch,
     input_shape=ds.train_x.shape[1:],
     num_classes=ds.num_classes,
@@ -438,24 +337,6 @@ def train_and_evaluate(config, workdir):
     output_code=config.model.output_code,
     flatten_pairing=config.model.flatten_pairing,
   )
-  rules.check_rule(net, config.rule)
-  config_check.check_memory(net, config, ds)
-  eval_batch, probe_batch = memory_bounded_batches(net, config, data_devices)
-  tx = gevb_jax.make_optimizer(
-    net,
-    learning_rate=config.learning_rate,
-    weight_decay=config.kp_weight_decay if config.rule == "kp" else 0.0,
-  )
-  # Only a run that can start claims its workdirs: a bad value leaves them as they were.
-  with contextlib.ExitStack() as locks:
-    for _, w in runs:
-      locks.enter_context(run_folder.lock(w))
-    for (c, w), done in zip(runs, finished, strict=True):
-      if not done:
-        run_folder.claim(c, w, start_over=run_folder.claimable(c, w))
-    print(_header(config, ds, net, mesh), flush=True)
-    summaries = _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch)
-  return summaries[0] if config.num_seeds == 1 else summaries
 
 
 def _evaluates(epoch, config):
@@ -464,17 +345,45 @@ def _evaluates(epoch, config):
   return epoch == 0 or epoch % config.eval_every == 0 or epoch == config.num_epochs
 
 
-def _complete(config, workdir):
-  """Whether ``workdir`` holds a finished run with every evaluation in its metrics. A
-  finished run that lost rows (a damaged line) runs again from its last checkpoint,
-  which rebuilds them and changes nothing else."""
-  if not run_folder.finished(workdir):
-    return False
-  epochs = run_folder.read_summary(workdir).get("epochs_run")
-  if not isinstance(epochs, int):
-    return False
-  present = {row["epoch"] for row in run_folder.read_metrics(workdir)}
-  return all(e in present for e in range(epochs + 1) if _evaluates(e, config))
+@dataclasses.dataclass(frozen=True)
+class _Setup:
+  """What the loop reads and never changes: the config, devices, data on the
+  devices, network, optimizer and the compiled functions."""
+
+  config: ml_collections.ConfigDict
+  mesh: Mesh
+  ds: data.Dataset
+  net: object
+  tx: object
+  seeds: jax.Array  # (S,) uint32: the seeds of the stacked state, in order.
+  x_all: jax.Array
+  y_all: jax.Array
+  train_chunk: object
+  batch_indices: object
+  evaluator: evaluation.Evaluator
+
+
+def _make_setup(config, mesh, ds, net):
+  tx = gevb_jax.make_optimizer(
+    net,
+    learning_rate=config.learning_rate,
+    weight_decay=config.kp_weight_decay if config.rule == "kp" else 0.0,
+  )
+  num_seeds = config.num_seeds
+  x_all, y_all = jax.device_put((ds.train_x, ds.train_y), NamedSharding(mesh, P()))
+  return _Setup(
+    config=config,
+    mesh=mesh,
+    ds=ds,
+    net=net,
+    tx=tx,
+    seeds=jnp.arange(config.seed, config.seed + num_seeds, dtype=jnp.uint32),
+    x_all=x_all,
+    y_all=y_all,
+    train_chunk=make_train_chunk(net, tx, config.rule, mesh, num_seeds),
+    batch_indices=make_batch_indices(len(ds.train_x), config.batch_size, mesh, num_seeds),
+    evaluator=evaluation.make_evaluator(net, config, ds, mesh),
+  )
 
 
 @dataclasses.dataclass
@@ -490,7 +399,6 @@ class _Seed:
   stopped_early: bool = False
   failure: str | None = None
   last: dict | None = None  # The latest evaluation row.
-  history: list = dataclasses.field(default_factory=list)
   manager: object = None
   writer: object = None
   wall0: float = 0.0
@@ -502,14 +410,64 @@ class _Seed:
   def seed(self):
     return self.config.seed
 
+  def timing(self):
+    """The row's clock: wall time since the run began, and the training rate since
+    the last evaluation (which it resets)."""
+    out = {"wall_time_s": time.time() - self.wall0}
+    examples, seconds = self.trained
+    if seconds > 0:
+      out["train_examples_per_s"] = examples / seconds
+    self.trained = [0, 0.0]
+    return out
 
-def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
-  """The run itself, every seed's workdir claimed and locked; returns the summaries."""
-  num_seeds = config.num_seeds
-  several = num_seeds > 1
-  seeds = jnp.arange(config.seed, config.seed + num_seeds, dtype=jnp.uint32)
 
-  def init_state(seed):
+def _train(setup, runs, finished):
+  """The paper's loop (Appendix I) over every seed's claimed, locked workdir: resume,
+  evaluate at epoch 0, then train an epoch, evaluate when due, checkpoint, until
+  every seed is at zero train error or at the last epoch. Returns the summaries."""
+  config = setup.config
+  state, seeds = _resume(setup, runs, finished)
+  _first_evaluations(setup, seeds, state)
+  steps_per_call = config.steps_per_call  # None: sized by time on the first epoch.
+  saved = time.time()
+  while not all(run.done for run in seeds):
+    # Seeds behind the others (a resume) catch up first; stopped seeds stay frozen.
+    epoch = 1 + min(run.epoch for run in seeds if not run.done)
+    going = [run for run in seeds if not run.done and run.epoch == epoch - 1]
+    active = np.isin(np.arange(config.num_seeds), [run.slot for run in going])
+    batches = setup.batch_indices(
+      setup.seeds, jnp.full(config.num_seeds, epoch, jnp.int32)
+    )
+    if steps_per_call is None:
+      steps_per_call = calibrated_steps_per_call(
+        setup.train_chunk,
+        state,
+        active,
+        setup.x_all,
+        setup.y_all,
+        batches,
+        config.seconds_per_call,
+      )
+    state, going = _train_epoch(setup, state, going, active, batches, steps_per_call)
+    due = [(run.slot, run) for run in going if _evaluates(epoch, config)]
+    _log_rows(setup, epoch, state, due)
+    # Every evaluation (the last epoch is one) is checkpointed, and otherwise at most
+    # one epoch per checkpoint_every_s: a resume replays the epochs since.
+    if due or time.time() - saved >= config.checkpoint_every_s:
+      for run in going:
+        run_folder.save(run.manager, epoch, slot(state, run.slot))
+      saved = time.time()
+    for run in going:
+      run.done = run.stopped_early or epoch >= config.num_epochs
+  return _summaries(setup, seeds, state)
+
+
+def _init_state(setup):
+  """Every seed's initial state, stacked, in one compiled call: drawn op by op, the
+  init of a digits net took 3 s."""
+  net, tx = setup.net, setup.tx
+
+  def init(seed):
     variables = net.init(jax.random.key(seed))
     return {
       "params": variables["params"],
@@ -517,181 +475,117 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
       "opt_state": tx.init(variables["params"]),
     }
 
-  # One compiled call: drawn op by op, the init of a digits net took 3 s.
-  state = jax.jit(over_seeds(init_state, num_seeds, (0,), mesh))(seeds)
-  per_seed = NamedSharding(mesh, P("seeds"))
-  replicated = NamedSharding(mesh, P())
-  x_all, y_all = jax.device_put((ds.train_x, ds.train_y), replicated)
-  train_chunk = make_train_chunk(net, tx, config.rule, mesh, num_seeds)
-  batch_indices = make_batch_indices(len(ds.train_x), config.batch_size, mesh, num_seeds)
-  eval_step = make_eval_step(net, mesh, num_seeds)
-  # The released analysis measures alignment on the first training batch in stored
-  # order (alignment_and_concentration_viz.ipynb, cell 1: shuffle_train=False).
-  probe = (
-    ds.train_x[: config.metrics.alignment_examples],
-    ds.train_y[: config.metrics.alignment_examples],
-  )
-  steps_per_epoch = len(ds.train_x) // config.batch_size
+  return jax.jit(over_seeds(init, setup.config.num_seeds, (0,), setup.mesh))(setup.seeds)
 
-  def make_rows(epoch, state, due, eval_step):
-    """The evaluations of the ``due`` ``(slot, run)`` seeds in ``state`` (stacked)
-    after ``epoch`` epochs, as ``[(run, metrics row)]``."""
-    variables = {"params": state["params"], "fixed": state["fixed"]}
-    train_error, train_loss = evaluate(
-      eval_step, variables, ds.train_x, ds.train_y, eval_batch, mesh
-    )
-    test_error, test_loss = evaluate(
-      eval_step, variables, ds.test_x, ds.test_y, eval_batch, mesh
-    )
-    rows = []
-    for slot, run in due:
-      row = {
-        "epoch": epoch,
-        "step": epoch * steps_per_epoch,
-        "train_error": float(train_error[slot]),
-        "test_error": float(test_error[slot]),
-        "train_loss": float(train_loss[slot]),
-        "test_loss": float(test_loss[slot]),
-        "wall_time_s": time.time() - run.wall0,
-      }
-      examples, seconds = run.trained
-      if seconds > 0:
-        row["train_examples_per_s"] = examples / seconds
-      run.trained = [0, 0.0]
-      if config.metrics.alignment and config.rule != "bp":
-        one = _slot(variables, slot)
-        row["alignment"] = metrics.alignment(
-          net, one, *probe, config.rule, batch_size=probe_batch
-        )
-        row["sign_agreement"] = metrics.sign_agreement(net, one, *probe, config.rule)
-        if epoch == 0 and net.vectorized:
-          row["relative_std"] = metrics.relative_std(
-            net, one, probe[0], batch_size=probe_batch
-          )
-          row["eq15_relative_std"] = metrics.eq15_prediction(net, one)
-      rows.append((run, row))
-    return rows
 
-  def log(run, row):
-    run.writer.write(row)
-    run.last = row
-    print(_eval_line(row, run.seed if several else None), flush=True)
-
-  seed_states = []
-  states = []
-  eval_one = make_eval_step(net, mesh)  # For evaluations rebuilt from one checkpoint.
-  for slot, ((c, w), done) in enumerate(zip(runs, finished, strict=True)):
-    run = _Seed(c, w, slot, done=done)
-    seed_states.append(run)
-    fresh = _slot(state, slot)
+def _resume(setup, runs, finished):
+  """The stacked state every seed goes on from (its latest sound checkpoint, or its
+  initial state), and each seed's ``_Seed`` with its checkpoint manager and metric
+  writer open."""
+  initial = _init_state(setup)
+  seeds, states = [], []
+  for index, ((c, w), done) in enumerate(zip(runs, finished, strict=True)):
+    run = _Seed(c, w, index, done=done)
+    seeds.append(run)
+    fresh = slot(initial, index)
     states.append(fresh)
     if done:
       continue
     run.manager = run_folder.checkpoint_manager(w, keep_period=c.eval_every)
-    run.epoch, restored = run_folder.restore(run.manager, fresh)
-    run.history = run_folder.read_metrics(
-      w, last_epoch=-1 if run.epoch is None else run.epoch
+    run.epoch, restored, history, lost = run_folder.resume(
+      run.manager, w, fresh, functools.partial(_evaluates, config=c)
     )
-    run.wall0 = time.time() - (run.history[-1]["wall_time_s"] if run.history else 0.0)
-    if restored is None:
-      continue
-    print(f"resumed {w} from epoch {run.epoch}", flush=True)
-    # Checkpoints win over metrics.jsonl: evaluations it lost or that a damaged line
-    # took are made again from the checkpoints kept at evaluation epochs.
-    present = {row["epoch"] for row in run.history}
-    for e in range(run.epoch + 1):
-      if _evaluates(e, c) and e not in present:
-        kept = (
-          restored if e == run.epoch else run_folder.restore_step(run.manager, e, fresh)
-        )
-        if kept is not None:
-          [(_, row)] = make_rows(e, _stack([kept]), [(0, run)], eval_one)
-          run.history.append(row)
-          print(f"rebuilt the evaluation of epoch {e} from its checkpoint", flush=True)
-    run.history.sort(key=lambda row: row["epoch"])
-    states[slot] = restored
-  state = jax.device_put(_stack(states), per_seed)
+    run.wall0 = time.time() - (history[-1]["wall_time_s"] if history else 0.0)
+    for epoch, kept in lost:
+      [row] = evaluation.rows(
+        setup.evaluator, epoch, stack([kept]), [(0, run.timing())], single=True
+      )
+      history.append(row)
+      print(f"rebuilt the evaluation of epoch {epoch} from its checkpoint", flush=True)
+    history.sort(key=lambda row: row["epoch"])
+    if restored is not None:
+      states[index] = restored
+    run.writer = run_folder.MetricWriter(w, history)
+    run.last = history[-1] if history else None
+  per_seed = NamedSharding(setup.mesh, P("seeds"))
+  return jax.device_put(stack(states), per_seed), seeds
 
-  for run in seed_states:
-    if run.done:
-      continue
-    run.writer = run_folder.MetricWriter(run.workdir, run.history)
-    if run.history:
-      run.last = run.history[-1]
-  fresh = [(run.slot, run) for run in seed_states if not run.done and run.epoch is None]
-  if fresh:
-    for _, run in fresh:
-      run.epoch = 0
-    for run, row in make_rows(0, state, fresh, eval_step):
-      log(run, row)
-    for slot, run in fresh:
-      run_folder.save(run.manager, 0, _slot(state, slot))
-  for run in seed_states:
+
+def _first_evaluations(setup, seeds, state):
+  """Epoch 0's evaluation (and checkpoint) of each seed with nothing checkpointed,
+  and a new evaluation of any seed whose rows were all lost; then which seeds are
+  done already."""
+  config = setup.config
+  fresh = [(run.slot, run) for run in seeds if not run.done and run.epoch is None]
+  for _, run in fresh:
+    run.epoch = 0
+  _log_rows(setup, 0, state, fresh)
+  for index, run in fresh:
+    run_folder.save(run.manager, 0, slot(state, index))
+  for run in seeds:
     if not run.done and run.last is None:  # No evaluation survives or can be rebuilt.
-      [(_, row)] = make_rows(run.epoch, state, [(run.slot, run)], eval_step)
-      log(run, row)
+      _log_rows(setup, run.epoch, state, [(run.slot, run)])
     if not run.done:
       run.stopped_early = config.stop_at_zero_train_error and run.last["train_error"] == 0
       run.done = run.stopped_early or run.epoch >= config.num_epochs
 
-  show = config.progress and sys.stderr.isatty()
-  saved = time.time()
-  steps_per_call = config.steps_per_call  # None: sized by time on the first epoch.
-  while not all(run.done for run in seed_states):
-    # Seeds behind the others (a resume) catch up first; stopped seeds stay frozen.
-    epoch = 1 + min(run.epoch for run in seed_states if not run.done)
-    going = [run for run in seed_states if not run.done and run.epoch == epoch - 1]
-    active = np.zeros(num_seeds, bool)
-    active[[run.slot for run in going]] = True
-    batches = batch_indices(seeds, jnp.full(num_seeds, epoch, jnp.int32))
-    if steps_per_call is None:
-      steps_per_call = calibrated_steps_per_call(
-        train_chunk, state, active, x_all, y_all, batches, config.seconds_per_call
-      )
-    start = time.perf_counter()
-    state, loss_sum = run_epoch(
-      train_chunk,
-      state,
-      active,
-      x_all,
-      y_all,
-      batches,
-      steps_per_call,
-      progress=show,
-      desc=f"epoch {epoch}",
-    )
-    loss_sum = np.asarray(loss_sum)  # Waits for the epoch.
-    seconds = time.perf_counter() - start
-    for run in going:
-      run.epoch = epoch
-      run.trained = [
-        run.trained[0] + batches.shape[0] * batches.shape[2],
-        run.trained[1] + seconds,
-      ]
-      if not math.isfinite(loss_sum[run.slot]):
-        run.failure = (
-          f"{f'seed {run.seed}: ' if several else ''}non-finite training loss in epoch "
-          f"{epoch} ({loss_sum[run.slot]}); its checkpoints up to epoch {epoch - 1} are "
-          "kept"
-        )
-        run.done = True
-    going = [run for run in going if run.failure is None]
-    due = [(run.slot, run) for run in going if _evaluates(epoch, config)]
-    if due:
-      for run, row in make_rows(epoch, state, due, eval_step):
-        log(run, row)
-        run.stopped_early = config.stop_at_zero_train_error and row["train_error"] == 0
-    # Every evaluation (the last epoch is one) is checkpointed, and otherwise at most
-    # one epoch per checkpoint_every_s: a resume replays the epochs since.
-    if due or time.time() - saved >= config.checkpoint_every_s:
-      for run in going:
-        run_folder.save(run.manager, epoch, _slot(state, run.slot))
-      saved = time.time()
-    for run in going:
-      run.done = run.stopped_early or epoch >= config.num_epochs
 
-  summaries = []
-  for run in seed_states:
+def _log_rows(setup, epoch, state, due):
+  """Evaluates the ``due`` ``(slot, _Seed)`` pairs after ``epoch`` epochs; writes and
+  prints each row, and marks a seed at zero train error as stopped."""
+  if not due:
+    return
+  timed = [(index, run.timing()) for index, run in due]
+  rows = evaluation.rows(setup.evaluator, epoch, state, timed)
+  several = setup.config.num_seeds > 1
+  for (_, run), row in zip(due, rows, strict=True):
+    run.writer.write(row)
+    run.last = row
+    print(_eval_line(row, run.seed if several else None), flush=True)
+    run.stopped_early = setup.config.stop_at_zero_train_error and row["train_error"] == 0
+
+
+def _train_epoch(setup, state, going, active, batches, steps_per_call):
+  """One epoch of the ``going`` seeds (``active`` in the stack); returns the state and
+  those of them whose training loss stayed finite (the others fail)."""
+  config = setup.config
+  epoch = going[0].epoch + 1
+  start = time.perf_counter()
+  state, loss_sum = run_epoch(
+    setup.train_chunk,
+    state,
+    active,
+    setup.x_all,
+    setup.y_all,
+    batches,
+    steps_per_call,
+    progress=config.progress and sys.stderr.isatty(),
+    desc=f"epoch {epoch}",
+  )
+  loss_sum = np.asarray(loss_sum)  # Waits for the epoch.
+  seconds = time.perf_counter() - start
+  for run in going:
+    run.epoch = epoch
+    run.trained = [
+      run.trained[0] + batches.shape[0] * batches.shape[2],
+      run.trained[1] + seconds,
+    ]
+    if not math.isfinite(loss_sum[run.slot]):
+      who = f"seed {run.seed}: " if config.num_seeds > 1 else ""
+      run.failure = (
+        f"{who}non-finite training loss in epoch {epoch} ({loss_sum[run.slot]}); its "
+        f"checkpoints up to epoch {epoch - 1} are kept"
+      )
+      run.done = True
+  return state, [run for run in going if run.failure is None]
+
+
+def _summaries(setup, seeds, state):
+  """Writes each seed's ``summary.json`` (the final errors, and t-SNE cluster quality
+  when asked for); returns the summaries, or raises ``TrainingError`` naming every
+  seed whose loss went non-finite."""
+  config, summaries = setup.config, []
+  for run in seeds:
     if run.manager is None:  # Finished before this process started.
       summaries.append(run_folder.read_summary(run.workdir))
       continue
@@ -707,11 +601,11 @@ def _train(config, runs, finished, mesh, ds, net, tx, eval_batch, probe_batch):
     }
     if config.metrics.cluster_quality and config.model.arch in grid.CLUSTERED_ARCHS:
       summary["cluster_quality"] = cluster_quality(
-        net, run.config, ds, _slot(state, run.slot), run.workdir
+        setup.net, run.config, setup.ds, slot(state, run.slot), run.workdir
       )
     run_folder.write_summary(run.workdir, summary)
     summaries.append(summary)
-  failures = [run.failure for run in seed_states if run.failure is not None]
+  failures = [run.failure for run in seeds if run.failure is not None]
   if failures:
     raise TrainingError("; ".join(failures))
   return summaries

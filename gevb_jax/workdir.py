@@ -399,6 +399,45 @@ def restore(manager, abstract_state):
   return None, None
 
 
+def resume(manager, workdir, fresh, evaluates):
+  """Where the run in ``workdir`` stands: ``(epoch, state, history, lost)``.
+
+  ``epoch`` and ``state`` are the latest sound checkpoint's (``restore``; ``(None,
+  None)`` when there is none, and then the run starts from ``fresh``). ``history`` is
+  its metrics rows up to that epoch. Checkpoints win over ``metrics.jsonl``: ``lost``
+  lists ``(e, state at e)`` for every evaluation epoch up to ``epoch``
+  (``evaluates(e)``) that has no row (a damaged line took it) and whose checkpoint is
+  kept, for the trainer to evaluate again.
+  """
+  epoch, restored = restore(manager, fresh)
+  history = read_metrics(workdir, last_epoch=-1 if epoch is None else epoch)
+  if restored is None:
+    return None, None, history, []
+  print(f"resumed {workdir} from epoch {epoch}", flush=True)
+  present = {row["epoch"] for row in history}
+  lost = []
+  for e in range(epoch + 1):
+    if evaluates(e) and e not in present:
+      kept = restored if e == epoch else restore_step(manager, e, fresh)
+      if kept is not None:
+        lost.append((e, kept))
+  return epoch, restored, history, lost
+
+
+def complete(workdir, evaluates):
+  """Whether ``workdir`` holds a finished run with every evaluation in its metrics
+  (``evaluates(e)``: whether epoch ``e`` is one). A finished run that lost rows (a
+  damaged line) runs again from its last checkpoint, which rebuilds them and changes
+  nothing else."""
+  if not finished(workdir):
+    return False
+  epochs = read_summary(workdir).get("epochs_run")
+  if not isinstance(epochs, int):
+    return False
+  present = {row["epoch"] for row in read_metrics(workdir)}
+  return all(e in present for e in range(epochs + 1) if evaluates(e))
+
+
 def _event_files(workdir):
   if not os.path.isdir(workdir):
     return []

@@ -15,7 +15,7 @@ import pytest
 
 import gevb_jax
 from configs import default as default_config
-from gevb_jax import clusters, data, grid, metrics, rules, train
+from gevb_jax import clusters, data, evaluation, grid, metrics, rules, train
 from gevb_jax import workdir as run_folder
 from tests import helpers
 
@@ -460,13 +460,13 @@ def test_memory_budget_sizes_evaluation_and_alignment_batches(tmp_path):
   config = _config(memory_budget_mb=512)
   # 1.91 MiB per float32 copy of the widest activation: 4 copies per evaluated
   # example and 12 per aligned one fit 66 and 22 examples in 512 MiB.
-  assert train.memory_bounded_batches(conv, config, 1) == (66, 22)
-  assert train.memory_bounded_batches(conv, config, 2) == (66, 22)
-  assert train.memory_bounded_batches(conv, config, 4) == (64, 20)
+  assert evaluation.memory_bounded_batches(conv, config, 1) == (66, 22)
+  assert evaluation.memory_bounded_batches(conv, config, 2) == (66, 22)
+  assert evaluation.memory_bounded_batches(conv, config, 4) == (64, 20)
   config.memory_budget_mb = 1
-  assert train.memory_bounded_batches(conv, config, 2) == (2, 2)
+  assert evaluation.memory_bounded_batches(conv, config, 2) == (2, 2)
   config.memory_budget_mb = 10**6  # The caps: eval_batch_size, alignment_examples.
-  assert train.memory_bounded_batches(conv, config, 1) == (1000, 32)
+  assert evaluation.memory_bounded_batches(conv, config, 1) == (1000, 32)
 
   # The budget changes how evaluation is batched, not what it measures, and a rerun
   # with another budget resumes the same run.
