@@ -1,5 +1,6 @@
 """The README's library snippet and test command do what they say."""
 
+import configparser
 import os
 import re
 
@@ -36,3 +37,12 @@ def test_ci_runs_the_readme_test_command_verbatim():
   with open(CI_RUN) as f:
     assert command in f.read().splitlines()
   assert "[test,tfds]" in command  # So that the TFDS source's test runs in CI.
+
+
+def test_readme_gpu_install_line_names_setup_cfgs_cuda_extra():
+  with open(README) as f:
+    (extra,) = re.findall(r"pip install -e '\.\[(\w+)\]' && python -c", f.read())
+  config = configparser.ConfigParser()
+  config.read(os.path.join(ROOT, "setup.cfg"))
+  requirements = config["options.extras_require"][extra].split()
+  assert requirements == ["jax[cuda12]>=0.5"]
