@@ -18,8 +18,15 @@ from gevb_jax.init import FLATTEN_PAIRINGS
 MIN_FREE_DISK_BYTES = 64 * 2**20
 # Parameters, Adam's two moments and the update: float32 copies of every weight.
 STATE_COPIES = 4
-# The share of this machine's memory a run may plan to hold.
+# The share of the memory where the arrays live (``memory_limit``) a run may plan to hold.
 MEMORY_SHARE = 0.8
+# config.memory_budget_mb unset: the activations of one evaluation or alignment batch
+# may hold this much on a host's CPU, whose memory everything else on it shares...
+HOST_BUDGET_MB = 512
+# ... and this share of a device that reports its memory (a GPU), leaving the rest to
+# what the budget does not count (the train step's activations, XLA's buffers). A
+# choice, not yet measured on a GPU.
+DEVICE_BUDGET_SHARE = 1 / 8
 
 
 class ConfigError(ValueError):
@@ -51,13 +58,14 @@ def check_config(config):
     "batch_size",
     "eval_batch_size",
     "eval_every",
-    "memory_budget_mb",
     "num_seeds",
   ):
     _integer(config, field, 1)
   _integer(config, "num_epochs", 0)
   if config.steps_per_call is not None:
     _integer(config, "steps_per_call", 0)
+  if config.memory_budget_mb is not None:
+    _integer(config, "memory_budget_mb", 1)
   _integer(config, "seed", 0, 2**32 - config.num_seeds)
   _integer(config, "metrics.alignment_examples", 1)
   _integer(config, "metrics.tsne_examples", 0)
@@ -115,25 +123,55 @@ def check_data(config, ds):
   _integer(config, "batch_size", 1, n)
 
 
+def device_memory():
+  """The smallest ``bytes_limit`` of the local devices' ``memory_stats()`` (a GPU's:
+  what its allocator may take, XLA_PYTHON_CLIENT_MEM_FRACTION of the card) and that
+  device, or ``(None, None)`` where a device reports none (a CPU)."""
+  limits = [((d.memory_stats() or {}).get("bytes_limit"), d) for d in jax.local_devices()]
+  if any(limit is None for limit, _ in limits):
+    return None, None
+  return min(limits, key=lambda pair: pair[0])
+
+
+def memory_limit():
+  """``(bytes, where)``: the memory a run's arrays live in, the device's
+  (``device_memory``), else this machine's RAM."""
+  limit, device = device_memory()
+  if limit is not None:
+    return limit, f"device {device}"
+  return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), "this machine"
+
+
+def activation_budget(config):
+  """Bytes the activations of one evaluation or alignment batch may hold:
+  ``config.memory_budget_mb`` where set; else ``DEVICE_BUDGET_SHARE`` of a device
+  that reports its memory, or ``HOST_BUDGET_MB`` on a host."""
+  if config.memory_budget_mb is not None:
+    return config.memory_budget_mb * 2**20
+  limit, _ = device_memory()
+  return HOST_BUDGET_MB * 2**20 if limit is None else int(DEVICE_BUDGET_SHARE * limit)
+
+
 def check_memory(net, config, ds):
   """A run's parameters, optimizer state, data and evaluation budget against this
-  machine's memory (an estimate: what the run plans to hold at once)."""
+  device's memory, or this machine's on a CPU (an estimate: what the run plans to hold
+  at once)."""
   shapes = jax.eval_shape(net.init, jax.random.key(0))
   weights = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes))
   need = (
     STATE_COPIES * 4 * weights * config.num_seeds
     + ds.train_x.nbytes
     + ds.test_x.nbytes
-    + config.memory_budget_mb * 2**20
+    + activation_budget(config)
   )
-  have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  have, where = memory_limit()
   seeds = f", for {config.num_seeds} seeds at once" if config.num_seeds > 1 else ""
   if need > MEMORY_SHARE * have:
     _fail(
       "model.widths",
       config.model.widths,
       f"the run would hold about {need / 2**30:.1f} GiB ({weights:,} weights with "
-      f"their optimizer state{seeds}); this machine has {have / 2**30:.1f} GiB",
+      f"their optimizer state{seeds}); {where} has {have / 2**30:.1f} GiB",
     )
 
 

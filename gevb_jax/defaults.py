@@ -44,7 +44,9 @@ def base_config():
   config.steps_per_call = config_dict.placeholder(int)
   config.seconds_per_call = 2.0
   config.eval_batch_size = 1000  # at most; smaller if memory_budget_mb says so
-  config.memory_budget_mb = 512  # activations of one evaluation/alignment batch
+  # Activations of one evaluation/alignment batch; None: 512 on a CPU, 1/8 of a GPU's
+  # memory (config_check.activation_budget).
+  config.memory_budget_mb = config_dict.placeholder(int)
   config.learning_rate = 3e-4
   # Kolen-Pollack ("kp") only: decoupled weight decay (AdamW's) of every weight and of
   # the backward kernels, which makes them converge to the weights (Akrout et al. 2019).

@@ -12,7 +12,7 @@ import numpy as np
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from gevb_jax import metrics, output_codes
+from gevb_jax import config_check, metrics, output_codes
 from gevb_jax.seeds import over_seeds, slot
 
 # Float32 copies of a network's widest activation (K components included) counted per
@@ -26,11 +26,12 @@ ALIGNMENT_COPIES = 12
 def memory_bounded_batches(net, config, num_devices):
   """Evaluation and alignment batch sizes whose activations fit the memory budget.
 
-  ``config.eval_batch_size`` caps the first, which evaluates ``config.num_seeds``
-  seeds at once; the second serves one seed at a time. Each is a multiple of
-  ``num_devices`` and at least ``num_devices``.
+  The budget is ``config_check.activation_budget``: on a GPU, a share of the device's
+  memory. ``config.eval_batch_size`` caps the first, which evaluates
+  ``config.num_seeds`` seeds at once; the second serves one seed at a time. Each is a
+  multiple of ``num_devices`` and at least ``num_devices``.
   """
-  budget = config.memory_budget_mb * 2**20
+  budget = config_check.activation_budget(config)
   per_copy = 4 * net.widest_activation
 
   def fit(copies, cap):
