@@ -276,11 +276,14 @@ def seed_runs(config, workdir):
   return runs
 
 
-def train_and_evaluate(config, workdir):
+def train_and_evaluate(config, workdir, ds=None):
   """Trains per ``config`` in ``workdir``, resuming from the latest checkpoints.
 
   With ``config.num_seeds`` > 1, seeds ``seed, ..., seed + num_seeds - 1`` train as
   one vmapped program, each in its own ``workdir/seed_<s>`` (``seed_runs``).
+
+  ``ds``: a ``data.Dataset`` already in memory, in place of the one ``config.data``
+  names (benchmarks/train_on_random_data.py); it is checked like a loaded one.
 
   Returns the summary written to ``summary.json``; with several seeds, the list of
   their summaries in seed order.
@@ -306,9 +309,10 @@ def train_and_evaluate(config, workdir):
       f"devices{' per seed' * (config.num_seeds > 1)}; use a multiple of {data_devices}"
     )
 
-  ds = data.load_dataset(config.data)
+  if ds is None:
+    ds = data.load_dataset(config.data)
   config_check.check_data(config, ds)
-  net = _network(config, ds)
+  net = network(config, ds.train_x.shape[1:], ds.num_classes)
   rules.check_rule(net, config.rule)
   config_check.check_memory(net, config, ds)
   setup = _make_setup(config, mesh, ds, net)
@@ -324,12 +328,13 @@ def train_and_evaluate(config, workdir):
   return summaries[0] if config.num_seeds == 1 else summaries
 
 
-def _network(config, ds):
-  """The network ``config`` names, for the inputs and classes of ``ds``."""
+def network(config, input_shape, num_classes):
+  """The network ``config`` names, for images of ``input_shape`` in ``num_classes``
+  classes."""
   return gevb_jax.make_network(
     config.model.arch,
-    input_shape=ds.train_x.shape[1:],
-    num_classes=ds.num_classes,
+    input_shape=input_shape,
+    num_classes=num_classes,
     vectorized=config.model.vectorized,
     nonneg=config.model.nonneg,
     widths=config.model.widths,
@@ -462,10 +467,9 @@ def _train(setup, runs, finished):
   return _summaries(setup, seeds, state)
 
 
-def _init_state(setup):
-  """Every seed's initial state, stacked, in one compiled call: drawn op by op, the
-  init of a digits net took 3 s."""
-  net, tx = setup.net, setup.tx
+def initial_states(net, tx, mesh, seeds):
+  """The stacked training state of each seed of ``seeds`` (uint32 ``(S,)``), in one
+  compiled call: drawn op by op, the init of a digits net took 3 s."""
 
   def init(seed):
     variables = net.init(jax.random.key(seed))
@@ -475,14 +479,14 @@ def _init_state(setup):
       "opt_state": tx.init(variables["params"]),
     }
 
-  return jax.jit(over_seeds(init, setup.config.num_seeds, (0,), setup.mesh))(setup.seeds)
+  return jax.jit(over_seeds(init, len(seeds), (0,), mesh))(seeds)
 
 
 def _resume(setup, runs, finished):
   """The stacked state every seed goes on from (its latest sound checkpoint, or its
   initial state), and each seed's ``_Seed`` with its checkpoint manager and metric
   writer open."""
-  initial = _init_state(setup)
+  initial = initial_states(setup.net, setup.tx, setup.mesh, setup.seeds)
   seeds, states = [], []
   for index, ((c, w), done) in enumerate(zip(runs, finished, strict=True)):
     run = _Seed(c, w, index, done=done)
