@@ -1,9 +1,11 @@
 """Train-step throughput of every paper architecture and rule, on random data.
 
   python benchmarks/step_throughput.py [--batch=128] [--iters=5] [--only=mnist-fc]
-      [--output_code=binary] [--num_classes=100] [--num_seeds=1] [--json]
+      [--rules=gevb,dfa] [--output_code=binary] [--num_classes=100] [--num_seeds=1]
+      [--step_only] [--min_seconds=2] [--matmul_n=2048] [--json]
 
-Times are the best of at least ``--iters`` calls and 2 s, after a compiling warm-up;
+Times are the best of at least ``--iters`` calls and ``--min_seconds``, after a
+compiling warm-up;
 the train step is ``train.make_train_step`` itself (donated state, as in training).
 For each network (Tables 3-4 at MNIST 28x28x1 and CIFAR-10 32x32x3 input shapes) and
 each rule that trains it, prints examples/s of the forward pass alone, of the full
@@ -15,7 +17,9 @@ machine's float32 matmul GFLOP/s measured in the same run. ``--num_seeds=N`` tim
 N seeds in one program: the step of all N and the packed trainer loop, examples of all
 seeds counted.
 ``--num_classes=100 --only=cifar`` gives CIFAR-100's networks: one-hot K = 100, or
-binary K = 7 with ``--output_code=binary``.
+binary K = 7 with ``--output_code=binary``. ``--step_only`` times the train step
+alone (no forward, trainer loop or autodiff columns): what benchmarks/gpu_check.py
+runs for every net and rule in its few minutes.
 """
 
 import json
@@ -27,6 +31,8 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 from common import DATASETS, NO_NET_MATCHES, autodiff_step, matches_a_net
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 import gevb_jax
 from gevb_jax import layers as L
@@ -40,6 +46,23 @@ flags.DEFINE_integer(
 )
 flags.DEFINE_string("only", "", "substring filter on 'dataset-arch'")
 flags.register_validator("only", matches_a_net, message=NO_NET_MATCHES)
+flags.DEFINE_list("rules", [], "Only these rules (default: every rule of each net).")
+flags.register_validator(
+  "rules",
+  lambda names: set(names) <= {*gevb_jax.VECTORIZED_RULES, *gevb_jax.CONVENTIONAL_RULES},
+  message="names a rule that no net trains with",
+)
+flags.DEFINE_bool("step_only", False, "Time the train step alone.")
+flags.DEFINE_float(
+  "min_seconds",
+  2.0,
+  "Each measurement lasts at least this long (short steps vary by +-20 % from call "
+  "to call on this 2-core CPU).",
+  lower_bound=0.0,
+)
+flags.DEFINE_integer(
+  "matmul_n", 2048, "Side of the square matmul that gives the machine's rate.", 64
+)
 flags.DEFINE_bool("json", False, "print JSON lines instead")
 flags.DEFINE_enum(
   "output_code", "onehot", OUTPUT_CODES, "Class code of the outputs (Section 7)."
@@ -85,16 +108,13 @@ def step_flops(net, rule):
 # Steps of an MNIST or Fashion-MNIST epoch at batch 128: the most one call can run.
 EPOCH_STEPS = 60_000 // 128
 
-# Short steps vary by +-20 % from call to call here: time each for at least this long.
-MIN_SECONDS = 2.0
-
 
 def timed(fn, *args, iters):
   """Best seconds per call of a jitted ``fn`` after one warm-up call, over at least
-  ``iters`` calls and ``MIN_SECONDS``."""
+  ``iters`` calls and ``--min_seconds``."""
   jax.block_until_ready(fn(*args))
   best, count, begin = math.inf, 0, time.perf_counter()
-  while count < iters or time.perf_counter() - begin < MIN_SECONDS:
+  while count < iters or time.perf_counter() - begin < FLAGS.min_seconds:
     start = time.perf_counter()
     jax.block_until_ready(fn(*args))
     best = min(best, time.perf_counter() - start)
@@ -102,22 +122,23 @@ def timed(fn, *args, iters):
   return best
 
 
-def matmul_gflops(n=2048, iters=10):
-  """Float32 matmul GFLOP/s of this machine through XLA."""
+def matmul_gflops(n, iters=10):
+  """Float32 matmul GFLOP/s of this machine through XLA (an ``n`` x ``n`` square)."""
   a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
   f = jax.jit(lambda a: a @ a)
   return 2 * n**3 / timed(f, a, iters=iters) / 1e9
 
 
 def timed_steps(step, state, x, y, idx, iters):
-  """Best seconds per step over at least ``iters`` steps and ``MIN_SECONDS``, after
+  """Best seconds per step over at least ``iters`` steps and ``--min_seconds``, after
   two warm-up steps: the second call compiles again, for the sharding the first gave
-  the donated state (with one timed step, --iters=1 timed that compile)."""
+  the donated state, unless ``state`` already has it (with one warm-up step,
+  --iters=1 timed that compile)."""
   for _ in range(2):  # Compiles, then again for the donated state's new sharding.
     state, loss = step(state, x, y, idx)
     jax.block_until_ready(loss)
   best, count, begin = math.inf, 0, time.perf_counter()
-  while count < iters or time.perf_counter() - begin < MIN_SECONDS:
+  while count < iters or time.perf_counter() - begin < FLAGS.min_seconds:
     start = time.perf_counter()
     state, loss = step(state, x, y, idx)
     jax.block_until_ready(loss)
@@ -165,25 +186,12 @@ def make_net(dataset, arch, vectorized, rule):
   )
 
 
-def bench(dataset, arch, vectorized, rule, batch, iters):
-  shape, seeds = DATASETS[dataset], FLAGS.num_seeds
-  net = make_net(dataset, arch, vectorized, rule)
-  tx = gevb_jax.make_optimizer(net)
+def beside_the_step(net, tx, rule, x, y, idx, fresh_state, iters):
+  """The columns beside the step's: the forward pass, the trainer's loop and the
+  autodiff reference step (one seed only), as seconds (None where not timed)."""
+  seeds = idx.shape[0]
   variables = net.init(jax.random.key(0))
-  x = jax.random.uniform(jax.random.key(1), (batch, *shape), minval=-1.0, maxval=1.0)
-  y = jax.random.randint(jax.random.key(2), (batch,), 0, FLAGS.num_classes)
   t_fwd = timed(jax.jit(net.apply), variables, x, iters=iters)
-
-  def fresh_state(stacked):  # A new copy: the steps donate (consume) their state.
-    states = [net.init(jax.random.key(s)) for s in range(seeds if stacked else 1)]
-    states = [{**v, "opt_state": tx.init(v["params"])} for v in states]
-    return jax.tree.map(lambda *v: jnp.stack(v), *states) if stacked else states[0]
-
-  idx = jnp.broadcast_to(jnp.arange(batch), (seeds, batch))  # (S, batch)
-  step = train.make_train_step(net, tx, rule, train.make_mesh(seeds), seeds)
-  t_step = timed_steps(
-    step, fresh_state(seeds > 1), x, y, idx if seeds > 1 else idx[0], iters
-  )
   t_loop, per_call, compile_s = trainer_loop_seconds(
     net, tx, rule, fresh_state(True), x, y, idx, seeds
   )
@@ -194,24 +202,55 @@ def bench(dataset, arch, vectorized, rule, batch, iters):
         autodiff_step(net, tx), fresh_state(False), x, y, idx[0], iters
       )
     except jax.errors.JaxRuntimeError as err:
-      print(
-        f"autodiff step of {dataset} {arch} failed: {str(err).splitlines()[0]}",
-        file=sys.stderr,
-      )
-  flops = step_flops(net, rule) * batch * seeds
+      print(f"autodiff step failed: {str(err).splitlines()[0]}", file=sys.stderr)
+  return t_fwd, t_loop, per_call, compile_s, t_auto
+
+
+def model_name(dataset, arch, vectorized, net):
+  """The table's name of a net, e.g. ``mnist vec conv (K = 10)``."""
   model = f"{dataset} {'vec' if vectorized else 'conv.'} {arch}"
   if FLAGS.num_classes != 10:
     model += f" {FLAGS.num_classes} classes"
   if FLAGS.output_code != "onehot":
     model += f" {FLAGS.output_code}"
-  if seeds > 1:
-    model += f", {seeds} seeds"
+  if FLAGS.num_seeds > 1:
+    model += f", {FLAGS.num_seeds} seeds"
+  return f"{model} (K = {net.num_components})"
+
+
+def bench(dataset, arch, vectorized, rule, batch, iters):
+  shape, seeds = DATASETS[dataset], FLAGS.num_seeds
+  net = make_net(dataset, arch, vectorized, rule)
+  tx = gevb_jax.make_optimizer(net)
+  x = jax.random.uniform(jax.random.key(1), (batch, *shape), minval=-1.0, maxval=1.0)
+  y = jax.random.randint(jax.random.key(2), (batch,), 0, FLAGS.num_classes)
+
+  init = jax.jit(net.init)  # Op by op, a vectorized net's init took seconds.
+
+  def fresh_state(stacked):  # A new copy: the steps donate (consume) their state.
+    states = [init(jax.random.key(s)) for s in range(seeds if stacked else 1)]
+    states = [{**v, "opt_state": tx.init(v["params"])} for v in states]
+    return jax.tree.map(lambda *v: jnp.stack(v), *states) if stacked else states[0]
+
+  idx = jnp.broadcast_to(jnp.arange(batch), (seeds, batch))  # (S, batch)
+  mesh = train.make_mesh(seeds)
+  step = train.make_train_step(net, tx, rule, mesh, seeds)
+  # On the step's output sharding, the second warm-up step reuses the first's program.
+  sharding = NamedSharding(mesh, P("seeds") if seeds > 1 else P())
+  state = jax.device_put(fresh_state(seeds > 1), sharding)
+  t_step = timed_steps(step, state, x, y, idx if seeds > 1 else idx[0], iters)
+  t_fwd = t_loop = per_call = compile_s = t_auto = None
+  if not FLAGS.step_only:
+    t_fwd, t_loop, per_call, compile_s, t_auto = beside_the_step(
+      net, tx, rule, x, y, idx, fresh_state, iters
+    )
+  flops = step_flops(net, rule) * batch * seeds
   return {
-    "model": f"{model} (K = {net.num_components})",
+    "model": model_name(dataset, arch, vectorized, net),
     "rule": rule,
-    "forward_ex_s": batch / t_fwd,
+    "forward_ex_s": batch / t_fwd if t_fwd else None,
     "step_ex_s": seeds * batch / t_step,
-    "trainer_ex_s": seeds * batch / t_loop,
+    "trainer_ex_s": seeds * batch / t_loop if t_loop else None,
     "trainer_steps_per_call": per_call,
     "trainer_compile_s": compile_s,
     "autodiff_step_ex_s": batch / t_auto if t_auto else None,
@@ -220,10 +259,34 @@ def bench(dataset, arch, vectorized, rule, batch, iters):
   }
 
 
+def _cell(value, spec=".0f"):
+  return "-" if value is None else format(value, spec)
+
+
+def table_row(r, peak):
+  """One row of the markdown table (``-`` where a column was not timed)."""
+  ratio = r["trainer_ex_s"] / r["step_ex_s"] if r["trainer_ex_s"] else None
+  cells = [
+    r["model"],
+    r["rule"],
+    _cell(r["forward_ex_s"]),
+    _cell(r["step_ex_s"]),
+    _cell(r["trainer_ex_s"]),
+    _cell(ratio, ".2f"),
+    _cell(r["trainer_steps_per_call"], "d"),
+    _cell(r["trainer_compile_s"], ".1f"),
+    _cell(r["autodiff_step_ex_s"]),
+    _cell(r["gflop_per_step"], ".2f"),
+    _cell(r["gflop_s"]),
+    f"{100 * r['gflop_s'] / peak:.0f}%",
+  ]
+  return "| " + " | ".join(cells) + " |"
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  peak = matmul_gflops()
+  peak = matmul_gflops(FLAGS.matmul_n)
   if not FLAGS.json:
     print(
       f"backend: {jax.default_backend()}, devices: {jax.device_count()}, "
@@ -243,21 +306,11 @@ def main(argv):
       for vectorized in (True, False):
         rules = gevb_jax.VECTORIZED_RULES if vectorized else gevb_jax.CONVENTIONAL_RULES
         for rule in rules:
+          if FLAGS.rules and rule not in FLAGS.rules:
+            continue
           r = bench(dataset, arch, vectorized, rule, FLAGS.batch, FLAGS.iters)
           r["matmul_gflop_s"] = peak
-          if FLAGS.json:
-            print(json.dumps(r), flush=True)
-            continue
-          auto = f"{r['autodiff_step_ex_s']:.0f}" if r["autodiff_step_ex_s"] else "-"
-          print(
-            f"| {r['model']} | {r['rule']} | {r['forward_ex_s']:.0f} | "
-            f"{r['step_ex_s']:.0f} | {r['trainer_ex_s']:.0f} | "
-            f"{r['trainer_ex_s'] / r['step_ex_s']:.2f} | "
-            f"{r['trainer_steps_per_call']} | {r['trainer_compile_s']:.1f} | {auto} | "
-            f"{r['gflop_per_step']:.2f} | {r['gflop_s']:.0f} | "
-            f"{100 * r['gflop_s'] / peak:.0f}% |",
-            flush=True,
-          )
+          print(json.dumps(r) if FLAGS.json else table_row(r, peak), flush=True)
 
 
 if __name__ == "__main__":
