@@ -98,6 +98,16 @@ SOURCES = ("digits", "idx", *CIFARS, "download", "tfds")
 # fine label as cifar100's "label".
 NUM_CLASSES = {"mnist": 10, "fashion_mnist": 10, "cifar10": 10, "cifar100": 100}
 TFDS_NAMES = tuple(NUM_CLASSES)
+# (train images, test images, image shape) of each data set a config can name, known
+# without loading it (the sweep's estimate plans with them; tests/test_data.py loads
+# the ones it can to check).
+SPLIT_SHAPES = {
+  "digits": (1797 - DIGITS_TEST_SIZE, DIGITS_TEST_SIZE, (8, 8, 1)),
+  "mnist": (60_000, 10_000, (28, 28, 1)),
+  "fashion_mnist": (60_000, 10_000, (28, 28, 1)),
+  "cifar10": (50_000, 10_000, (32, 32, 3)),
+  "cifar100": (50_000, 10_000, (32, 32, 3)),
+}
 
 # (train_x, train_y, test_x, test_y), as returned by each source's loader.
 Splits = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -169,6 +179,17 @@ def load_dataset(cfg):
   else:
     raise DataError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)}")
   return Dataset(*splits, num_classes=num_classes, name=name)
+
+
+def split_shape(cfg):
+  """``(train images, test images, image shape, classes)`` of the data set ``cfg``
+  names (as ``load_dataset`` takes it): from ``SPLIT_SHAPES`` for the known ones,
+  else from the loaded data."""
+  name = getattr(cfg, "name", None) or getattr(cfg, "source", None)
+  if name in SPLIT_SHAPES:
+    return (*SPLIT_SHAPES[name], NUM_CLASSES.get(name, 10))  # digits: 10.
+  ds = load_dataset(cfg)
+  return len(ds.train_x), len(ds.test_x), ds.train_x.shape[1:], ds.num_classes
 
 
 def epoch_permutation(num_examples, seed, epoch):

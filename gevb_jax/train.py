@@ -368,12 +368,18 @@ class _Setup:
   evaluator: evaluation.Evaluator
 
 
-def _make_setup(config, mesh, ds, net):
-  tx = gevb_jax.make_optimizer(
+def optimizer(net, config):
+  """The run's optimizer: Adam at ``config.learning_rate`` with the nonnegativity
+  projection, and Kolen-Pollack's weight decay for ``config.rule`` "kp"."""
+  return gevb_jax.make_optimizer(
     net,
     learning_rate=config.learning_rate,
     weight_decay=config.kp_weight_decay if config.rule == "kp" else 0.0,
   )
+
+
+def _make_setup(config, mesh, ds, net):
+  tx = optimizer(net, config)
   num_seeds = config.num_seeds
   x_all, y_all = jax.device_put((ds.train_x, ds.train_y), NamedSharding(mesh, P()))
   return _Setup(

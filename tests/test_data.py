@@ -462,6 +462,19 @@ def test_digits_split_is_deterministic_stratified_partition():
   assert np.all(np.abs(np.bincount(first.test_y) - 360 * class_share) <= 1)
 
 
+def test_split_shape_is_the_loaded_datas_and_loads_no_known_set(monkeypatch):
+  configs = [_cfg(source="digits")]
+  if os.path.isdir(FASHION_MNIST_DIR):
+    configs.append(_cfg(path=FASHION_MNIST_DIR, name="fashion_mnist"))
+  for cfg in configs:
+    ds = data.load_dataset(cfg)
+    shape = (len(ds.train_x), len(ds.test_x), ds.train_x.shape[1:], ds.num_classes)
+    assert data.split_shape(cfg) == shape
+  monkeypatch.setattr(data, "load_dataset", None)  # Offline: nothing is fetched.
+  cifar100 = _cfg(source="download", name="cifar100")
+  assert data.split_shape(cifar100) == (50_000, 10_000, (32, 32, 3), 100)
+
+
 # ----------------------------------------------------------------- download.
 
 
