@@ -43,6 +43,9 @@ Examples (from the repository root):
   # The same with every seed its own array task, on a GPU of its own.
   python -m launch.sweep --grid=table1,table2 --seeds=5 --root=runs \
       --backend=slurm --slurm_partition=gpu --submit --nopack_seeds
+  # The expected wall time of Tables 1 and 2 on 4 GPUs, timed on GPU 0 first.
+  python -m launch.sweep --grid=table1,table2 --seeds=5 --root=runs \
+      --gpus=0,1,2,3 --estimate
   # A short offline sweep on the CPU.
   python -m launch.sweep --grid=launch/grids/digits.json --seeds=2 \
       --root=/tmp/digits --gpus=cpu --runs_per_gpu=4 --set num_epochs=1
@@ -120,6 +123,13 @@ flags.DEFINE_integer(
   "runs_per_gpu", 1, "Concurrent jobs per GPU (in all, for CPU only).", lower_bound=1
 )
 flags.DEFINE_bool("dry-run", False, "Print the plan and run nothing.")
+flags.DEFINE_bool(
+  "estimate",
+  False,
+  "Time a few steps of each distinct network of the pending jobs on the first of "
+  "--gpus, print the sweep's expected wall time on --gpus, and run nothing "
+  "(launch/estimate.py).",
+)
 flags.DEFINE_enum("backend", "local", ["local", "slurm"], "Where to run.")
 flags.DEFINE_bool("submit", False, "With --backend=slurm: sbatch the script.")
 flags.DEFINE_multi_string(
@@ -165,6 +175,15 @@ def jobs_from_flags():
   return planning.adopt_old_folders(jobs)
 
 
+def print_estimate(assignments, devices):
+  """Times the pending jobs' networks on the first device, prints the estimate."""
+  from launch import estimate  # pylint: disable=import-outside-toplevel  # JAX's trainer.
+
+  estimate.pin(devices[0], FLAGS.runs_per_gpu)
+  print(estimate.report(estimate.estimate(assignments), FLAGS.runs_per_gpu))
+  return 0
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError("Too many command-line arguments.")
@@ -173,6 +192,8 @@ def main(argv):
     devices = local.parse_gpus(FLAGS.gpus)
     if FLAGS.submit and FLAGS.backend != "slurm":
       raise ValueError("--submit needs --backend=slurm")
+    if FLAGS.estimate and FLAGS.backend != "local":
+      raise ValueError("--estimate times the jobs on --gpus: use it with --backend=local")
   except ValueError as e:
     sys.exit(f"sweep: {e}")
 
@@ -209,6 +230,8 @@ def main(argv):
   if not pending:
     print(f"Nothing to run: {done} of {len(jobs)} jobs done{busy_note}.")
     return 0
+  if FLAGS.estimate:
+    return print_estimate(assignments, devices)
 
   if FLAGS.backend == "slurm":
     script = slurm.write_slurm(
