@@ -3,8 +3,9 @@
 gradient by plain autodiff. Shared by the tests of the paper's nets and of drawn
 architectures."""
 
+import functools
+
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gevb_jax import layers as L
@@ -26,17 +27,39 @@ def autodiff(net, variables, x, y):
   return jax.grad(loss)(variables["params"])
 
 
-def error_vector(net, variables, x, y):
+def error_vector(net, logits, y):
   """e = dL/dlogits of the mean loss, numpy (B, num_outputs), written out: softmax
   minus one-hot, or for the binary code sigmoid minus the bits of the class's number."""
-  z = np.asarray(net.apply(variables, x), np.float64)
+  z = np.asarray(logits, np.float64)
   if net.output_code == "onehot":
     p = np.exp(z - z.max(-1, keepdims=True))
     e = p / p.sum(-1, keepdims=True) - np.eye(net.num_classes)[np.asarray(y)]
   else:
     bits = (np.asarray(y)[:, None] >> np.arange(net.num_outputs)) & 1
     e = 1 / (1 + np.exp(-z)) - bits
-  return e / x.shape[0]
+  return e / z.shape[0]
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def forward_trace(net, variables, x):
+  """What the sums of ``by_hand`` read off the forward pass: the logits, and each
+  weighted layer's input and gate mask (None for the readout)."""
+  a, inputs, masks = x, {}, {}
+  for info in net.info:
+    if not hasattr(info.layer, "lin"):
+      a = L.apply_unweighted(info.layer, a, info.vectorized_input)
+      continue
+    inputs[info.name] = a
+    a, masks[info.name] = L.weighted_forward(
+      info.layer,
+      variables["params"][info.name],
+      variables["fixed"].get(info.name),
+      a,
+      net.num_components,
+      info.first,
+      info.readout,
+    )
+  return {"logits": a, "inputs": inputs, "masks": masks}
 
 
 def _patches(x, k, stride, pad):
@@ -53,7 +76,14 @@ def _patches(x, k, stride, pad):
 
 
 def by_hand(net, variables, x, y):
-  """Rule updates written out with numpy loops over layers, examples and positions.
+  """GEVB's (vectorized nets) or DFA's (conventional nets) updates at ``x``, ``y``,
+  written out by ``sums_by_hand``."""
+  return sums_by_hand(net, variables, forward_trace(net, variables, x), y)
+
+
+def sums_by_hand(net, variables, trace, y):
+  """Rule updates written out with numpy loops over layers, examples and positions,
+  from the forward pass ``trace`` (``forward_trace``).
 
   GEVB (Eq. 9, Appendix H): dW_ij = sum_examples G_i sum_mu a_{j mu} e_mu, summed over
   the positions sharing a weight; db_{i mu} = G_i e_mu. Layer 1 uses the one-hot
@@ -61,28 +91,14 @@ def by_hand(net, variables, x, y):
   postsynaptic factor is G_i (B e)_i, presynaptic activity is used as is.
   The readout's update is the gradient in both rules. ``e`` is ``error_vector``.
   """
-  e = error_vector(net, variables, x, y)
+  e = error_vector(net, trace["logits"], y)
   params = jax.tree_util.tree_map(np.asarray, variables["params"])
   fixed = jax.tree_util.tree_map(np.asarray, variables["fixed"])
-  k = net.num_components
-  a = np.asarray(x)
   factor = e if net.vectorized else np.ones((e.shape[0], 1), e.dtype)  # E[b, mu]
   updates = {}
-  for info in net.info:
-    layer = info.layer
-    if not hasattr(layer, "lin"):
-      a = np.asarray(L.apply_unweighted(layer, jnp.asarray(a), info.vectorized_input))
-      continue
-    p = params[info.name]
-    out, mask = L.weighted_forward(
-      layer,
-      variables["params"][info.name],
-      variables["fixed"].get(info.name),
-      jnp.asarray(a),
-      k,
-      info.first,
-      info.readout,
-    )
+  for info in net.weighted:
+    layer, p = info.layer, params[info.name]
+    a, mask = np.asarray(trace["inputs"][info.name]), trace["masks"][info.name]
     if info.readout:
       s = np.ones((e.shape[0], 1)) if net.vectorized else e
     elif net.vectorized:
@@ -112,5 +128,4 @@ def by_hand(net, variables, x, y):
         gb_b = gb_b.sum(axis=(1, 2), keepdims=True)
       gb += gb_b.reshape(gb.shape)
     updates[info.name] = {"w": gw, "b": gb}
-    a = np.asarray(out)
   return updates
