@@ -11,6 +11,7 @@ import tempfile
 
 import jax
 
+from gevb_jax import arch_spec
 from gevb_jax.grid import OUTPUT_CODES
 from gevb_jax.init import FLATTEN_PAIRINGS
 
@@ -52,8 +53,9 @@ def _is_number(value):
 
 
 def check_config(config):
-  """Ranges of the fields that need no data (``make_network`` and
-  ``rules.check_rule`` check the architecture and the rule)."""
+  """Ranges of the fields that need no data, and the architecture's spec
+  (``make_network`` checks its shapes and widths against the data, before anything is
+  written; ``rules.check_rule`` checks the rule)."""
   for field in (
     "batch_size",
     "eval_batch_size",
@@ -83,6 +85,10 @@ def check_config(config):
     _fail("learning_rate", lr, "must be a finite number > 0")
   if lr <= 0:
     _fail("learning_rate", lr, "must be > 0 (Adam steps against the update)")
+  try:
+    arch_spec.check(config.model.arch)
+  except arch_spec.SpecError as err:
+    _fail("model.arch", config.model.arch, err.reason)
   widths = config.model.widths
   if widths is not None and (
     not isinstance(widths, tuple)

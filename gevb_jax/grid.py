@@ -8,7 +8,8 @@ Plain Python: nothing here imports JAX.
 
 from typing import NamedTuple
 
-# Table 3 (1-channel inputs) and Table 4 (3-channel inputs); layers in ``models``.
+# Table 3 (1-channel inputs) and Table 4 (3-channel inputs); layers in ``models``. An
+# ``arch`` may also be a layer spec (``arch_spec``), which names itself.
 ARCHS = ("fc", "conv", "lc")
 ARCH_NAMES = {"fc": "FC", "conv": "Conv", "lc": "LC"}
 # Architectures with conv or LC layers, whose representations Fig. 3 clusters.
@@ -36,6 +37,11 @@ RULES = {
 OUTPUT_CODES = ("onehot", "binary")
 # Grid files and run folders written before the kinds were spelled out.
 OLD_KIND_NAMES = {"vec": "vectorized", "conv": "conventional"}
+
+
+def arch_name(arch):
+  """How tables and figures name an architecture: FC, Conv, LC, or a spec itself."""
+  return ARCH_NAMES.get(arch, arch)
 
 
 def kind(vectorized):
@@ -127,7 +133,7 @@ class Experiment(NamedTuple):
     return self.vectorized and self.nonneg and self.rule == "gevb"
 
   def __str__(self):
-    return f"{ARCH_NAMES[self.arch]} {self.column}"
+    return f"{arch_name(self.arch)} {self.column}"
 
 
 # Every column a table can have, grouped by kind, then sign, then output code; within

@@ -143,14 +143,16 @@ def gating_vectors(key, num_components, num_units, vectorized):
   """ON/OFF gating vectors ``t``, shape ``(K, C)`` (Eq. 8).
 
   Vectorized nets draw ``t~`` uniformly from ``{-1, +1}^K`` per ON unit; conventional
-  nets use ``t~ = +1``, so ``t`` alternates ``+1, -1`` over units/channels.
+  nets use ``t~ = +1``, so ``t`` alternates ``+1, -1`` over units/channels. An odd
+  last unit (only mixed-sign nets have odd widths) is an ON unit without its OFF
+  partner.
   """
-  half = halve((num_components, num_units), -1)
+  half = halve((num_components, num_units), -1, allow_odd=True)
   if vectorized:
     t = jax.random.rademacher(key, half, jnp.float32)
   else:
     t = jnp.ones(half, jnp.float32)
-  return interleave(t, -t, axis=-1)
+  return interleave(t, -t, axis=-1)[:, :num_units]
 
 
 def dfa_feedback(key, num_classes, out_shapes, nonneg):

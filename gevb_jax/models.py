@@ -1,4 +1,5 @@
-"""The paper's architectures (Tables 3-4) as data, and the network they make.
+"""The paper's architectures (Tables 3-4) as data, any other stack of their layers
+from a spec (``arch_spec``), and the network they make.
 
 ``make_network`` returns a :class:`Network`: a frozen, hashable description (it can be
 a static argument of ``jax.jit``) with Flax-style ``init`` and ``apply``.
@@ -12,9 +13,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from gevb_jax import arch_spec, output_codes
 from gevb_jax import init as initializers
 from gevb_jax import layers as L
-from gevb_jax import output_codes
 from gevb_jax.grid import ARCHS, OUTPUT_CODES
 
 # Table 3 (1-channel inputs) and Table 4 (3-channel inputs). Hidden weighted layers
@@ -351,6 +352,117 @@ def forward(net, variables, x, weighted_call, eb=None):
   return state[0]
 
 
+# The layer class of each item of a spec (``arch_spec``): its kind, its fields in order.
+SPEC_LAYERS = {
+  cls.kind: cls for cls in (L.Dense, L.Conv, L.LocallyConnected, L.AvgPool, L.Flatten)
+}
+
+
+def spec_of(layers):
+  """The spec text of a tuple of ``layers`` objects, e.g. ``conv(32,3,1,1),flatten``."""
+  return ",".join(
+    arch_spec.token(layer.kind, dataclasses.astuple(layer)) for layer in layers
+  )
+
+
+def _paper_layers(arch, input_shape, vectorized):
+  """Table 3's hidden layers for 1-channel inputs, Table 4's for 3-channel ones."""
+  table = {1: _TABLE3, 3: _TABLE4_VECTORIZED if vectorized else _TABLE4}.get(
+    input_shape[-1]
+  )
+  if table is None:
+    raise ValueError(
+      f"input_shape {input_shape} has {input_shape[-1]} channels; "
+      "1 (Table 3) or 3 (Table 4) are supported"
+    )
+  return table[arch]
+
+
+def hidden_layers(arch, input_shape, vectorized):
+  """``(name, layers, tokens)``: the hidden layers of a paper name (``grid.ARCHS``), a
+  spec (``arch_spec``) or a tuple of ``layers`` objects, the architecture's name (a
+  tuple's is its spec) and each layer as its spec item (as written in a spec)."""
+  if isinstance(arch, (tuple, list)):
+    for layer in arch:
+      if type(layer) not in SPEC_LAYERS.values():
+        raise arch_spec.SpecError(
+          arch, f"{layer!r} is not a gevb_jax.layers layer; {arch_spec.GRAMMAR}"
+        )
+    arch = spec_of(arch)
+  if arch in ARCHS:
+    layers = _paper_layers(arch, input_shape, vectorized)
+    return arch, layers, tuple(spec_of([layer]) for layer in layers)
+  items = arch_spec.parse(arch)
+  layers = tuple(SPEC_LAYERS[item.kind](*item.args) for item in items)
+  return arch, layers, tuple(item.text for item in items)
+
+
+def _with_widths(name, hidden, tokens, widths, nonneg):
+  """``(hidden, tokens)`` with the weighted layers' widths replaced by ``widths``
+  (None: kept); refuses an odd width in a nonnegative net, whose units are ON/OFF
+  pairs."""
+  hidden, tokens = list(hidden), list(tokens)
+  slots = [i for i, layer in enumerate(hidden) if hasattr(layer, "features")]
+  if widths is not None:
+    widths = tuple(int(w) for w in widths)
+    if len(widths) != len(slots):
+      raise ValueError(
+        f"arch {name!r} has {len(slots)} hidden weighted layers, "
+        f"got {len(widths)} widths {widths}"
+      )
+    for i, width in zip(slots, widths):
+      hidden[i] = dataclasses.replace(hidden[i], features=width)
+      tokens[i] = spec_of([hidden[i]])
+  for i in slots:
+    if nonneg and hidden[i].features % 2:
+      raise arch_spec.refuse(
+        name, tokens[i], "has an odd width: a nonnegative net's units are ON/OFF pairs"
+      )
+  return tuple(hidden), tuple(tokens)
+
+
+def _check_shapes(name, layers, tokens, input_shape):
+  """Refuses, naming its token, a layer that does not fit its input: a dense layer
+  (or the readout) on a map, a conv, LC or pooling layer after the flatten, or one
+  that shrinks the map to nothing."""
+  shape = input_shape
+  for layer, token in zip(layers, tokens):
+    if isinstance(layer, L.Dense) and len(shape) != 1:
+      raise arch_spec.refuse(
+        name, token, f"needs flat inputs, not {shape}: flatten first"
+      )
+    if not isinstance(layer, (L.Dense, L.Flatten)) and len(shape) != 3:
+      raise arch_spec.refuse(
+        name, token, "needs an (H, W, C) map: it follows the flatten"
+      )
+    try:
+      out = layer.out_shape(shape)
+    except ValueError:
+      out = (0,)
+    if min(out) < 1:
+      size = "x".join(map(str, shape[:2]))
+      raise arch_spec.refuse(name, token, f"shrinks the {size} map to nothing")
+    shape = out
+
+
+def _check_options(num_classes, vectorized, backward_kernels, output_code, pairing):
+  if num_classes < 2:
+    raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+  if backward_kernels not in ("", "fixed", "learned"):
+    raise ValueError(
+      f'unknown backward_kernels {backward_kernels!r}; choose one of "", "fixed", '
+      '"learned"'
+    )
+  if backward_kernels and vectorized:
+    raise ValueError("backward kernels are for conventional networks (vectorized=False)")
+  if output_code not in OUTPUT_CODES:
+    choices = ", ".join(OUTPUT_CODES)
+    raise ValueError(f"unknown output_code {output_code!r}; choose one of {choices}")
+  if pairing not in initializers.FLATTEN_PAIRINGS:
+    choices = ", ".join(initializers.FLATTEN_PAIRINGS)
+    raise ValueError(f"unknown flatten_pairing {pairing!r}; choose one of {choices}")
+
+
 def make_network(
   arch,
   *,
@@ -363,19 +475,24 @@ def make_network(
   output_code="onehot",
   flatten_pairing="released",
 ):
-  """Builds one of the paper's 12 networks for any input shape and class count.
+  """Builds one of the paper's 12 networks, or any stack of its layers, for any input
+  shape and class count.
 
   Args:
-    arch: "fc", "conv" or "lc".
-    input_shape: ``(H, W, C)``. One-channel inputs get Table 3's layers (MNIST),
-      three-channel inputs Table 4's (CIFAR-10), except that the vectorized LC net's
-      dense layer is 256 wide, as in the released code.
+    arch: a paper name, "fc", "conv" or "lc" (one-channel inputs get Table 3's layers
+      (MNIST), three-channel inputs Table 4's (CIFAR-10), except that the vectorized
+      LC net's dense layer is 256 wide, as in the released code); a layer spec such as
+      ``"conv(32,3),pool(2),flatten,dense(256)"`` (``arch_spec``: stride 1 and pad
+      ``k // 2`` unless given); or a tuple of ``layers`` objects. A readout is added
+      after the layers.
+    input_shape: ``(H, W, C)``.
     num_classes: number of classes.
     vectorized: vector units (VNN, K = the number of outputs) or conventional
       (K = 1).
-    nonneg: nonnegative weights past the first layer, ON/OFF initialised.
+    nonneg: nonnegative weights past the first layer, ON/OFF initialised; every
+      hidden weighted layer's width must then be even (ON/OFF pairs).
     widths: optional widths (units or channels) replacing those of the hidden
-      weighted layers, in order. They must be even (ON/OFF pairs).
+      weighted layers, in order.
     output_code: "onehot" (K = num_classes outputs, the paper's) or "binary"
       (K = ceil(log2 num_classes), Section 7): ``output_codes``.
     backward_kernels: "" (none), "fixed" or "learned": see ``Network``; only for
@@ -387,56 +504,23 @@ def make_network(
 
   Returns:
     A :class:`Network`.
+
+  Raises:
+    ValueError: one line naming the bad value; for an architecture (``SpecError``),
+      the token at fault and the spec grammar.
   """
-  if arch not in ARCHS:
-    raise ValueError(f"unknown arch {arch!r}; choose one of {', '.join(ARCHS)}")
   input_shape = tuple(int(s) for s in input_shape)
   if len(input_shape) != 3:
     raise ValueError(f"input_shape must be (H, W, C), got {input_shape}")
-  table = {1: _TABLE3, 3: _TABLE4_VECTORIZED if vectorized else _TABLE4}.get(
-    input_shape[-1]
-  )
-  if table is None:
-    raise ValueError(
-      f"input_shape {input_shape} has {input_shape[-1]} channels; "
-      "1 (Table 3) or 3 (Table 4) are supported"
-    )
-  if num_classes < 2:
-    raise ValueError(f"num_classes must be at least 2, got {num_classes}")
-  hidden = list(table[arch])
-  slots = [i for i, layer in enumerate(hidden) if hasattr(layer, "features")]
-  if widths is not None:
-    widths = tuple(int(w) for w in widths)
-    if len(widths) != len(slots):
-      raise ValueError(
-        f"arch {arch!r} has {len(slots)} hidden weighted layers, "
-        f"got {len(widths)} widths {widths}"
-      )
-    for i, width in zip(slots, widths):
-      hidden[i] = dataclasses.replace(hidden[i], features=width)
-  bad = [hidden[i].features for i in slots if hidden[i].features % 2]
-  if bad:
-    raise ValueError(f"widths must be even (ON/OFF unit pairs), got {bad}")
-  if backward_kernels not in ("", "fixed", "learned"):
-    raise ValueError(
-      f'unknown backward_kernels {backward_kernels!r}; choose one of "", "fixed", '
-      '"learned"'
-    )
-  if backward_kernels and vectorized:
-    raise ValueError("backward kernels are for conventional networks (vectorized=False)")
-  if output_code not in OUTPUT_CODES:
-    choices = ", ".join(OUTPUT_CODES)
-    raise ValueError(f"unknown output_code {output_code!r}; choose one of {choices}")
-  if flatten_pairing not in initializers.FLATTEN_PAIRINGS:
-    choices = ", ".join(initializers.FLATTEN_PAIRINGS)
-    raise ValueError(
-      f"unknown flatten_pairing {flatten_pairing!r}; choose one of {choices}"
-    )
+  name, hidden, tokens = hidden_layers(arch, input_shape, vectorized)
+  _check_options(num_classes, vectorized, backward_kernels, output_code, flatten_pairing)
+  hidden, tokens = _with_widths(name, hidden, tokens, widths, nonneg)
   readout = L.Dense(
     1 if vectorized else output_codes.num_outputs(output_code, num_classes)
   )
-  net = Network(
-    tuple(hidden) + (readout,),
+  _check_shapes(name, (*hidden, readout), (*tokens, "readout"), input_shape)
+  return Network(
+    (*hidden, readout),
     input_shape,
     int(num_classes),
     bool(vectorized),
@@ -445,5 +529,3 @@ def make_network(
     output_code,
     flatten_pairing,
   )
-  _ = net.info  # Validates shapes now rather than at first use.
-  return net

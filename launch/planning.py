@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gevb_jax import grid
+from gevb_jax import arch_spec, grid
 from gevb_jax import workdir as run_folder
 
 # Config keys that every experiment sets itself; overrides may not.
@@ -49,6 +49,22 @@ def _check_list(name, values, valid):
       raise ValueError(f"bad {name} value {value!r}; valid choices: {choices}")
   if len(set(values)) < len(values):
     raise ValueError(f"{name} lists a value twice: {values!r}")
+
+
+def _check_archs(values):
+  """Raises ValueError unless `values` lists distinct paper names or layer specs."""
+  if not isinstance(values, (list, tuple)) or not values:
+    raise ValueError(
+      f"archs must be a non-empty list of {', '.join(map(json.dumps, grid.ARCHS))} "
+      f"or layer specs; got {values!r}"
+    )
+  for value in values:
+    try:
+      arch_spec.check(value)
+    except arch_spec.SpecError as err:
+      raise ValueError(f"bad archs value: {err}") from None
+  if len(set(values)) < len(values):
+    raise ValueError(f"archs lists a value twice: {values!r}")
 
 
 def _check_key(key):
@@ -97,7 +113,7 @@ class Grid:
         'config must name a .py config file, e.g. "configs/default.py"; '
         f"got {self.config!r}"
       )
-    _check_list("archs", self.archs, grid.ARCHS)
+    _check_archs(self.archs)
     object.__setattr__(self, "kinds", _kinds(self.kinds))
     _check_list("kinds", self.kinds, grid.KINDS)
     _check_list("nonneg", self.nonneg, (True, False))

@@ -58,7 +58,10 @@ JSON file holding one object with these keys:
 
   config     string (required)  config file, relative to where the sweep runs,
                                 e.g. "configs/default.py"
-  archs      list of strings    subset of "fc", "conv", "lc" (default: all)
+  archs      list of strings    "fc", "conv", "lc" (default: all three) and/or
+                                layer specs, e.g. "conv(32,3),pool(2),flatten,
+                                dense(256)" (gevb_jax/arch_spec.py); a spec
+                                is its run folders' <arch>
   kinds      list of strings    subset of "vectorized" and "conventional"
                                 (default: both; "vec" and "conv" also read)
   nonneg     list of booleans   subset of true, false (default: both)

@@ -361,7 +361,7 @@ def test_widths_override_and_bad_arguments():
       widths=widths,
     )
 
-  with pytest.raises(ValueError, match=r"even.*\[5\]"):
+  with pytest.raises(ValueError, match=r"'conv\(5,3,1,1\)' has an odd width"):
     make(widths=(6, 5, 16))
   with pytest.raises(ValueError, match=r"3 hidden weighted layers.*\(6, 4\)"):
     make(widths=(6, 4))

@@ -80,7 +80,8 @@ def _write_run(
     }
     if measurements and experiment.rule != "bp":
       record["alignment"] = {
-        layer: 10.0 * i + epoch + seed for i, layer in enumerate(LAYERS[experiment.arch])
+        layer: 10.0 * i + epoch + seed
+        for i, layer in enumerate(LAYERS.get(experiment.arch, ["dense_0"]))
       }
     records.append(record)
   (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
@@ -252,6 +253,32 @@ def test_rules_and_codes_beyond_the_paper_are_columns_of_the_one_table(root, tmp
     "alignment_digits_vectorized_nonneg_binary.png",
   ):
     assert (written / name).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_net_built_from_a_spec_is_a_row_named_by_its_spec(root, monkeypatch):
+  """A layer spec's runs add a row after the paper's architectures, named by the spec
+  in the tables and the figures' panels; its missing cells count as missing runs."""
+  spec = "conv(4,3),pool(2),flatten,dense(8)"
+  experiment = grid.Experiment(spec, True, True, "gevb")
+  for seed in SEEDS:
+    _write_run(root, 30, seed, experiment=experiment)
+  runs = report.collect_runs(root)
+  markdown = report.table_markdown(runs, "digits")
+  (row,) = [line for line in markdown.splitlines() if line.startswith(f"| {spec} |")]
+  cells = row.strip("| ").split(" | ")[1:]
+  assert cells == [f"**{_expected_cell(30, SEEDS)}**", *["—"] * 7]
+  # 4 rows x 8 columns x 2 seeds, the spec's 7 other columns missing.
+  assert f"- 14 of 64 runs missing: {spec} Vectorized Nonneg BP seed 0, " in markdown
+  latex = report.table_latex(runs, "digits")
+  rows = latex.split("\\midrule\n")[1].split("\\bottomrule")[0].strip().splitlines()
+  assert [row.split(" & ")[0] for row in rows] == ["FC", "Conv", "LC", spec]
+  saved = []
+  monkeypatch.setattr(figure.Figure, "savefig", lambda fig, *_, **__: saved.append(fig))
+  assert report.plot_learning_curves(runs, "digits", "curves.png")
+  assert report.plot_alignment(runs, "digits", grid.COLUMNS[0], "alignment.png")
+  curves, alignment = saved
+  assert curves.axes[-2].get_title() == f"{spec}, vectorized networks"
+  assert [ax.get_title() for ax in alignment.axes] == ["FC", "Conv", "LC", spec]
 
 
 def test_alignment_axis_reaches_angles_past_90_degrees(tmp_path, monkeypatch):

@@ -13,6 +13,7 @@ import pytest
 import gevb_jax
 from gevb_jax import layers as L
 from gevb_jax import rules
+from tests import references
 
 # Small widths keep every architecture fast; shapes: (1-channel -> Table 3, 3 -> Table 4).
 WIDTHS = {
@@ -37,122 +38,17 @@ def _net(arch, channels=1, vectorized=True, nonneg=True, num_classes=5, code="on
   )
 
 
-def _batch(net, batch=6, seed=1):
-  kx, ky = jax.random.split(jax.random.key(seed))
-  x = jax.random.uniform(kx, (batch, *net.input_shape), minval=-1.0, maxval=1.0)
-  return x, jax.random.randint(ky, (batch,), 0, net.num_classes)
-
-
-def _autodiff(net, variables, x, y):
-  def loss(params):
-    return net.loss(net.apply({**variables, "params": params}, x), y)
-
-  return jax.grad(loss)(variables["params"])
-
-
-def _error_vector(net, variables, x, y):
-  """e = dL/dlogits of the mean loss, numpy (B, num_outputs), written out: softmax
-  minus one-hot, or for the binary code sigmoid minus the bits of the class's number."""
-  z = np.asarray(net.apply(variables, x), np.float64)
-  if net.output_code == "onehot":
-    p = np.exp(z - z.max(-1, keepdims=True))
-    e = p / p.sum(-1, keepdims=True) - np.eye(net.num_classes)[np.asarray(y)]
-  else:
-    bits = (np.asarray(y)[:, None] >> np.arange(net.num_outputs)) & 1
-    e = 1 / (1 + np.exp(-z)) - bits
-  return e / x.shape[0]
-
-
 @pytest.mark.parametrize("arch", gevb_jax.ARCHS)
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("nonneg", [True, False])
 def test_bp_equals_autodiff_of_the_vectorized_forward(arch, channels, nonneg):
   net = _net(arch, channels, nonneg=nonneg)
   variables = net.init(jax.random.key(0))
-  x, y = _batch(net)
+  x, y = references.random_batch(net)
   loss, updates = gevb_jax.loss_and_updates(net, variables, x, y, "bp")
-  reference = _autodiff(net, variables, x, y)
+  reference = references.autodiff(net, variables, x, y)
   chex.assert_trees_all_close(updates, reference, rtol=1e-5, atol=1e-7)
   assert np.isclose(loss, gevb_jax.cross_entropy(net.apply(variables, x), y))
-
-
-# --- Hand-written references ------------------------------------------------------
-
-
-def _patches(x, k, stride, pad):
-  """Numpy im2col with explicit loops: (N, H, W, C) -> (N, Ho, Wo, C, k, k)."""
-  n, h, w, c = x.shape
-  xp = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-  ho, wo = (h + 2 * pad - k) // stride + 1, (w + 2 * pad - k) // stride + 1
-  out = np.zeros((n, ho, wo, c, k, k), x.dtype)
-  for i in range(ho):
-    for j in range(wo):
-      window = xp[:, i * stride : i * stride + k, j * stride : j * stride + k, :]
-      out[:, i, j] = window.transpose(0, 3, 1, 2)
-  return out
-
-
-def _by_hand(net, variables, x, e):
-  """Rule updates written out with numpy loops over layers, examples and positions.
-
-  GEVB (Eq. 9, Appendix H): dW_ij = sum_examples G_i sum_mu a_{j mu} e_mu, summed over
-  the positions sharing a weight; db_{i mu} = G_i e_mu. Layer 1 uses the one-hot
-  vector inputs of Appendix B: dW_{i mu j} = G_i x_j e_mu. DFA (Eq. 5): the
-  postsynaptic factor is G_i (B e)_i, presynaptic activity is used as is.
-  The readout's update is the gradient in both rules.
-  """
-  params = jax.tree_util.tree_map(np.asarray, variables["params"])
-  fixed = jax.tree_util.tree_map(np.asarray, variables["fixed"])
-  k = net.num_components
-  a = np.asarray(x)
-  factor = e if net.vectorized else np.ones((e.shape[0], 1), e.dtype)  # E[b, mu]
-  updates = {}
-  for info in net.info:
-    layer = info.layer
-    if not hasattr(layer, "lin"):
-      a = np.asarray(L.apply_unweighted(layer, jnp.asarray(a), info.vectorized_input))
-      continue
-    p = params[info.name]
-    out, mask = L.weighted_forward(
-      layer,
-      variables["params"][info.name],
-      variables["fixed"].get(info.name),
-      jnp.asarray(a),
-      k,
-      info.first,
-      info.readout,
-    )
-    if info.readout:
-      s = np.ones((e.shape[0], 1)) if net.vectorized else e
-    elif net.vectorized:
-      s = np.asarray(mask, np.float64)
-    else:
-      s = np.asarray(mask, np.float64) * (e @ fixed[info.name]["feedback"]).reshape(
-        mask.shape
-      )
-    # Presynaptic signal per example: x itself (layer 1) or sum_mu a_mu E_mu.
-    pre = a if info.first else np.einsum("bk...,bk->b...", a, factor)
-    if layer.kind != "dense":
-      pre = _patches(pre, layer.kernel, layer.stride, layer.padding)  # (B,Ho,Wo,C,k,k)
-    gw = np.zeros(p["w"].shape)
-    gb = np.zeros(p["b"].shape)
-    for b in range(e.shape[0]):
-      post = s[b]  # (*S_out, C_out)
-      if info.first:  # Weight per component.
-        post = post[..., None, :] * factor[b][:, None]  # (*S_out, K, C_out)
-      if layer.kind == "dense":
-        gw += np.multiply.outer(pre[b], post)
-      elif layer.kind == "conv":  # Sum over shared positions.
-        gw += np.einsum("hwcij,hw...->ijc...", pre[b], post)
-      else:  # One weight per position.
-        gw += np.einsum("hwcij,hw...->hwcij...", pre[b], post)
-      gb_b = np.multiply.outer(factor[b], s[b])  # (K, *S_out, C_out)
-      if layer.kind == "conv":
-        gb_b = gb_b.sum(axis=(1, 2), keepdims=True)
-      gb += gb_b.reshape(gb.shape)
-    updates[info.name] = {"w": gw, "b": gb}
-    a = np.asarray(out)
-  return updates
 
 
 @pytest.mark.parametrize("arch", gevb_jax.ARCHS)
@@ -162,13 +58,13 @@ def test_gevb_and_dfa_equal_their_equations_written_by_hand(arch, nonneg, rule):
   """GEVB (Eq. 9) in VNNs; DFA, (B e * mask) outer a (Eq. 5), in conventional nets."""
   net = _net(arch, vectorized=rule == "gevb", nonneg=nonneg)
   variables = net.init(jax.random.key(2))
-  x, y = _batch(net, batch=3)
+  x, y = references.random_batch(net, batch=3)
   _, updates = gevb_jax.loss_and_updates(net, variables, x, y, rule)
-  expected = _by_hand(net, variables, x, _error_vector(net, variables, x, y))
+  expected = references.by_hand(net, variables, x, y)
   # float32 sums of up to ~600 terms against numpy's float64: ~1e-5 relative.
   chex.assert_trees_all_close(updates, expected, rtol=1e-4, atol=1e-6)
   # The readout's update is its gradient.
-  grads = _autodiff(net, variables, x, y)
+  grads = references.autodiff(net, variables, x, y)
   chex.assert_trees_all_close(updates["readout"], grads["readout"], rtol=1e-5, atol=1e-7)
 
 
@@ -185,11 +81,11 @@ def test_binary_output_code_updates(vectorized, rule):
   if rule == "fa":
     net = dataclasses.replace(net, backward_kernels="fixed")
   variables = net.init(jax.random.key(2))
-  x, y = _batch(net, batch=3)
+  x, y = references.random_batch(net, batch=3)
   _, updates = gevb_jax.loss_and_updates(net, variables, x, y, rule)
-  grads = _autodiff(net, variables, x, y)
+  grads = references.autodiff(net, variables, x, y)
   if rule in ("gevb", "dfa"):
-    expected = _by_hand(net, variables, x, _error_vector(net, variables, x, y))
+    expected = references.by_hand(net, variables, x, y)
   elif rule == "fa":
     kernels = {i.name: variables["fixed"][i.name]["w_back"] for i in net.weighted[1:]}
     expected = _layerwise_reference(net, variables, x, y, kernels)
@@ -218,7 +114,7 @@ def test_single_example_gradient_sign_matches_gevb_in_nonneg_fc_vnn(
     widths=(n1, n2),
   )
   variables = net.init(jax.random.key(seed))
-  x, y = _batch(net, batch=1, seed=seed + 1)
+  x, y = references.random_batch(net, batch=1, seed=seed + 1)
   _, grads = gevb_jax.loss_and_updates(net, variables, x, y, "bp")
   _, gevb = gevb_jax.loss_and_updates(net, variables, x, y, "gevb")
   for name in grads:
@@ -278,7 +174,7 @@ def test_fa_kp_and_sign_equal_backprop_through_their_kernels(rule, arch, nonneg)
     backward_kernels=rules.backward_kernels(rule),
   )
   variables = net.init(jax.random.key(2))
-  x, y = _batch(net, batch=3)
+  x, y = references.random_batch(net, batch=3)
   _, updates = gevb_jax.loss_and_updates(net, variables, x, y, rule)
   source = {"fa": variables["fixed"], "kp": variables["params"]}.get(rule)
   kernels = {
@@ -294,7 +190,7 @@ def test_fa_kp_and_sign_equal_backprop_through_their_kernels(rule, arch, nonneg)
       expected[name]["w_back"] = expected[name]["w"]
   chex.assert_trees_all_close(updates, expected, rtol=1e-4, atol=1e-6)
   # The readout's update is its gradient, and the rule is not BP below it.
-  grads = _autodiff(net, variables, x, y)
+  grads = references.autodiff(net, variables, x, y)
   for leaf in ("w", "b"):
     np.testing.assert_allclose(
       updates["readout"][leaf], grads["readout"][leaf], rtol=1e-5, atol=1e-7
@@ -306,7 +202,7 @@ def test_fa_kp_and_sign_equal_backprop_through_their_kernels(rule, arch, nonneg)
 def test_rule_that_does_not_fit_the_network_is_refused():
   vnn = _net("fc")
   conventional = _net("fc", vectorized=False)
-  x, y = _batch(vnn)
+  x, y = references.random_batch(vnn)
   with pytest.raises(ValueError, match=r"'dfa'.*valid rules: gevb, bp"):
     gevb_jax.loss_and_updates(vnn, vnn.init(jax.random.key(0)), x, y, "dfa")
   with pytest.raises(ValueError, match=r"'gevb'.*valid rules: dfa, bp"):
@@ -327,7 +223,7 @@ def test_gevb_update_past_layer_one_is_one_kth_of_the_forward():
     widths=(16, 12),
   )
   variables = net.init(jax.random.key(0))
-  x, y = _batch(net, batch=7)
+  x, y = references.random_batch(net, batch=7)
   jaxpr = jax.make_jaxpr(lambda v: gevb_jax.loss_and_updates(net, v, x, y, "gevb"))(
     variables
   )

@@ -256,6 +256,27 @@ def test_rules_beyond_the_paper_and_output_codes_are_grid_axes(tmp_path):
   assert {"--config.rule=sign", "--config.model.output_code=binary"} <= set(command)
 
 
+def test_a_layer_spec_is_an_arch_of_a_grid_file(tmp_path):
+  """A spec (gevb_jax/arch_spec.py) names its run folders and reaches the trainer as
+  --config.model.arch, beside a paper name."""
+  spec = "conv(4,3),pool(2),flatten,dense(8)"
+  path = tmp_path / "grid.json"
+  grid_file = {
+    "config": "configs/default.py",
+    "archs": ["fc", spec],
+    "kinds": ["vectorized"],
+    "nonneg": [True],
+    "rules": {"vectorized": ["gevb"]},
+  }
+  path.write_text(json.dumps(grid_file))
+  jobs = planning.plan(planning.load_grid(str(path)), 1, "r", pack_seeds=True)
+  assert [job.workdir.parent.name for job in jobs] == [
+    "fc-vectorized-nonneg-gevb",
+    f"{spec}-vectorized-nonneg-gevb",
+  ]
+  assert f"--config.model.arch={spec}" in jobs[1].command()
+
+
 @pytest.mark.parametrize(
   "spec, words",
   [
@@ -268,7 +289,12 @@ def test_rules_beyond_the_paper_and_output_codes_are_grid_axes(tmp_path):
       {"config": "configs/default.py", "overrides": {"model.output_code": "binary"}},
       ["'model.output_code'", "output_codes"],
     ),
-    ({"config": "configs/default.py", "archs": ["mlp"]}, ["'mlp'", '"fc", "conv", "lc"']),
+    ({"config": "configs/default.py", "archs": ["mlp"]}, ["'mlp'", "fc, conv, lc"]),
+    (
+      {"config": "configs/default.py", "archs": ["conv(4,3),pol(2),flatten"]},
+      ["'pol(2)' is not a layer", "conv(C,k[,stride[,pad]])"],
+    ),
+    ({"config": "configs/default.py", "archs": ["fc", "fc"]}, ["twice"]),
     (
       {"config": "configs/default.py", "rules": {"conventional": ["gevb"]}},
       ["'gevb'", '"dfa", "bp"'],

@@ -420,8 +420,13 @@ def test_non_finite_loss_stops_with_message_and_keeps_last_checkpoint(tmp_path):
     ),
     (["--config.data.source=floppy"], "'floppy'"),
     (["--config.rule=dfa"], "valid rules: gevb, bp"),
-    (["--config.model.arch=rnn"], "unknown arch 'rnn'"),
-    (["--config.model.widths=(33,16)"], "even"),
+    (["--config.model.arch=rnn"], "config.model.arch='rnn': 'rnn' is not a layer"),
+    (["--config.model.widths=(33,16)"], "'dense(33)' has an odd width"),
+    # Layer specs: a bad token, an odd width in a nonnegative net, a layer that
+    # shrinks digits' 8x8 map to nothing; each message names the token.
+    (["--config.model.arch=conv(4,3),pooll(2),flatten"], "'pooll(2)' is not a layer"),
+    (["--config.model.arch=conv(5,3),flatten"], "'conv(5,3)' has an odd width"),
+    (["--config.model.arch=conv(4,3),pool(9),flatten"], "'pool(9)' shrinks the 8x8"),
     (["--config.batch_size=-5"], "config.batch_size=-5: must be an integer >= 1"),
     (["--config.model.archh=fc"], 'Did you mean "arch"'),
   ],

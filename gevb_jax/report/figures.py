@@ -9,8 +9,14 @@ import numpy as np
 from matplotlib import figure
 
 from gevb_jax import grid
-from gevb_jax.grid import APPROX_RULE, ARCH_NAMES, ARCHS, Experiment
-from gevb_jax.report.runs import by_experiment, columns_of, dataset_name, of_dataset
+from gevb_jax.grid import APPROX_RULE, Experiment, arch_name
+from gevb_jax.report.runs import (
+  archs_of,
+  by_experiment,
+  columns_of,
+  dataset_name,
+  of_dataset,
+)
 
 # The cluster-quality score of Fig. 3B in summary.json (train.cluster_quality).
 FIG3B_SCORE = "fig3b_rms"
@@ -57,7 +63,9 @@ def plot_learning_curves(runs, dataset, path):
   if not groups:
     return False
   columns = columns_of(of_dataset(runs, dataset))
-  archs = [a for a in ARCHS if any(e.arch == a for e in groups)]
+  archs = [
+    a for a in archs_of(of_dataset(runs, dataset)) if any(e.arch == a for e in groups)
+  ]
   kinds = [v for v in (True, False) if any(e.vectorized == v for e in groups)]
   fig = figure.Figure(
     figsize=(6.5 * len(kinds), 1 + 3 * len(archs)), layout="constrained"
@@ -89,7 +97,7 @@ def plot_learning_curves(runs, dataset, path):
             epochs, mean - std, mean + std, color=colors(index), alpha=0.2, linewidth=0
           )
       kind = grid.kind(vectorized)
-      ax.set_title(f"{ARCH_NAMES[arch]}, {kind} networks")
+      ax.set_title(f"{arch_name(arch)}, {kind} networks")
       # Linear below 1 %, logarithmic above: the final errors of a few percent or
       # less stay apart next to the ~90 % at initialisation.
       ax.set_yscale("symlog", linthresh=1)
@@ -120,7 +128,7 @@ def alignment_panels(runs, dataset, column):
   """The runs of ``column`` of ``dataset`` that recorded alignment angles, by
   architecture: the panels of ``plot_alignment`` (empty: nothing to draw)."""
   panels = {}
-  for arch in ARCHS:
+  for arch in archs_of(of_dataset(runs, dataset)):
     experiment = Experiment(arch, *column)
     arch_runs = [
       r
@@ -185,7 +193,7 @@ def plot_alignment(runs, dataset, column, path):
     top = max(90, 15 * math.ceil(max(line.get_ydata().max() for line in ax.lines) / 15))
     ax.set_ylim(0, top)
     ax.set_yticks(range(0, top + 1, 15))
-    ax.set_title(ARCH_NAMES[arch])
+    ax.set_title(arch_name(arch))
     ax.set_xlabel("epoch")
     ax.legend(title="early → late", fontsize="small")
   axes[0].set_ylabel("alignment angle (°)")
@@ -257,7 +265,7 @@ def plot_cluster_quality(runs, dataset, path):
     kinds.set_xticks(centres, ["vectorized", "conventional"])
     kinds.tick_params(length=0)
     kinds.spines["bottom"].set_visible(False)
-    ax.set_title(ARCH_NAMES[arch])
+    ax.set_title(arch_name(arch))
   axes[0].set_ylabel("change in cluster quality")
   fig.suptitle(f"{dataset_name(dataset)}: cluster quality, final − init")
   fig.savefig(path, dpi=100)

@@ -125,11 +125,18 @@ def columns_of(runs):
   return [c for c in grid.ALL_COLUMNS if c.is_paper or c in present]
 
 
+def archs_of(runs):
+  """The rows of a table of ``runs``: the paper's architectures (``grid.ARCHS``), then
+  every other (a layer spec) that a run has, in the order the runs come."""
+  others = (run.experiment.arch for run in runs)
+  return [*grid.ARCHS, *dict.fromkeys(a for a in others if a not in grid.ARCHS)]
+
+
 def table_experiments(runs):
-  """Every experiment of a table of ``runs``: each architecture in each of
+  """Every experiment of a table of ``runs``: each of ``archs_of(runs)`` in each of
   ``columns_of(runs)``."""
   columns = columns_of(runs)
-  return [Experiment(arch, *column) for arch in grid.ARCHS for column in columns]
+  return [Experiment(arch, *column) for arch in archs_of(runs) for column in columns]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,8 +9,9 @@ from typing import NamedTuple
 import numpy as np
 
 from gevb_jax import grid, paper_results
-from gevb_jax.grid import ARCH_NAMES, ARCHS, GRID, Experiment
+from gevb_jax.grid import GRID, Experiment, arch_name
 from gevb_jax.report.runs import (
+  archs_of,
   by_experiment,
   columns_of,
   dataset_name,
@@ -106,7 +107,7 @@ def agreement_lines(runs, dataset):
   ]
 
 
-def _table_rows(runs, dataset, columns, style, archs=ARCHS):
+def _table_rows(runs, dataset, columns, style, archs):
   """Formatted cells, one row per architecture of ``archs``, one per ``columns``.
 
   A cell reads "test mean ± std (train mean)", the smallest test error of a row
@@ -167,16 +168,19 @@ def caption_markdown(runs, dataset):
   )
 
 
-def grid_markdown(runs, dataset, columns, archs=ARCHS):
+def grid_markdown(runs, dataset, columns, archs=None):
   """The markdown table alone, without title or footer: a row per architecture of
-  ``archs``, a column per ``columns`` (``grid.Column``s), cells as in Tables 1-2."""
+  ``archs`` (None: ``archs_of`` the data set's runs, each named by ``grid.arch_name``),
+  a column per ``columns`` (``grid.Column``s), cells as in Tables 1-2."""
+  if archs is None:
+    archs = archs_of(of_dataset(runs, dataset))
   header = ["", *map(str, columns)]
   rows = _table_rows(runs, dataset, columns, _MARKDOWN, archs)
   return [
     "| " + " | ".join(header) + " |",
     "|" + "---|" * len(header),
     *(
-      "| " + " | ".join([ARCH_NAMES[arch], *row]) + " |" for arch, row in zip(archs, rows)
+      "| " + " | ".join([arch_name(arch), *row]) + " |" for arch, row in zip(archs, rows)
     ),
   ]
 
@@ -223,6 +227,7 @@ def table_latex(runs, dataset):
   """Table 1/2 of the paper for one dataset, as a booktabs LaTeX table."""
   status = grid_status(runs, dataset)
   columns = columns_of(of_dataset(runs, dataset))
+  archs = archs_of(of_dataset(runs, dataset))
   caption = (
     _title(dataset).replace("%", r"\%")
     + f". Train errors in parentheses when $\\geq {TRAIN_ERROR_SHOWN}$. "
@@ -260,8 +265,8 @@ def table_latex(runs, dataset):
     " & " + " & ".join(_latex_rule(c) for c in columns) + r" \\",
     r"\midrule",
     *(
-      f"{ARCH_NAMES[arch]} & " + " & ".join(row) + r" \\"
-      for arch, row in zip(ARCHS, _table_rows(runs, dataset, columns, _LATEX))
+      f"{arch_name(arch)} & " + " & ".join(row) + r" \\"
+      for arch, row in zip(archs, _table_rows(runs, dataset, columns, _LATEX, archs))
     ),
     r"\bottomrule",
     r"\end{tabular}",
