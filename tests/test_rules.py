@@ -68,6 +68,37 @@ def test_gevb_and_dfa_equal_their_equations_written_by_hand(arch, nonneg, rule):
   chex.assert_trees_all_close(updates["readout"], grads["readout"], rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("arch", ["conv", "lc"])
+@pytest.mark.parametrize("channels", [1, 3])
+@pytest.mark.parametrize("nonneg", [True, False])
+@pytest.mark.parametrize("rule", ["gevb", "bp"])
+def test_vnn_conv_and_lc_rules_with_the_fused_first_block_off(
+  monkeypatch, arch, channels, nonneg, rule
+):
+  """The path a GPU runs, and a CPU for a first kernel too large to fuse: the first
+  layer, its gate and its pooling one after the other (no per-example scan), and conv
+  gradients as JAX's own transposed convolutions. GEVB against Eq. 9 by hand, BP
+  against autodiff, at both input shapes of Tables 3-4 (1 and 3 channels)."""
+  variables = _net(arch, channels, nonneg=nonneg).init(jax.random.key(2))
+  x, y = references.random_batch(_net(arch, channels), batch=3)
+  if L.tuned_for_cpu():  # On a CPU the block is fused...
+    fused = _net(arch, channels, nonneg=nonneg)
+    assert fused.info[0].fused_pool is not None
+    assert "scan" in str(jax.make_jaxpr(fused.apply)(variables, x))
+  monkeypatch.setattr(L, "tuned_for_cpu", lambda: False)
+  net = _net(arch, channels, nonneg=nonneg)
+  assert net.info[0].fused_pool is None  # ...and here it is not.
+  assert "scan" not in str(jax.make_jaxpr(net.apply)(variables, x))
+  _, updates = gevb_jax.loss_and_updates(net, variables, x, y, rule)
+  if rule == "bp":
+    expected = references.autodiff(net, variables, x, y)
+    chex.assert_trees_all_close(updates, expected, rtol=1e-5, atol=1e-7)
+  else:
+    expected = references.by_hand(net, variables, x, y)
+    # float32 sums of up to ~600 terms against numpy's float64: ~1e-5 relative.
+    chex.assert_trees_all_close(updates, expected, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize(
   "vectorized,rule", [(True, "gevb"), (True, "bp"), (False, "dfa"), (False, "fa")]
 )
