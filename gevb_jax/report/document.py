@@ -28,56 +28,62 @@ def write_report(runs, out):
   out.mkdir(parents=True, exist_ok=True)
   lines = ["# GEVB report", "", f"{len(runs)} runs."]
   for dataset in sorted({run.dataset for run in runs}):
-    stems = [f"table_{dataset}"]
-    if dataset in tables.PAPER_TABLES:
-      stems.append(f"table{tables.PAPER_TABLES[dataset]}")
-    for stem in stems:
-      (out / f"{stem}.md").write_text(tables.table_markdown(runs, dataset))
-      (out / f"{stem}.tex").write_text(tables.table_latex(runs, dataset))
-    lines += [
-      "",
-      f"## {dataset_name(dataset)}",
-      "",
-      "Tables: " + ", ".join(f"[{s}.md]({s}.md) ([LaTeX]({s}.tex))" for s in stems),
-      "",
-      *(f"- {line}" for line in grid_status(runs, dataset).lines()),
-      *tables.agreement_lines(runs, dataset),
-      "",
-      "Figures:",
-      "",
-      _figure_line(
-        out,
-        f"curves_{dataset}.png",
-        functools.partial(figures.plot_learning_curves, runs, dataset),
-        "Learning curves (Figs. 4-5): error vs epoch, mean ± std over "
-        "seeds; solid test, dashed train",
-        "no metrics.jsonl evaluations.",
-      ),
-    ]
-    for column in columns_of(of_dataset(runs, dataset)):
-      if column.rule == "bp":  # Its update is the gradient.
-        continue
-      lines.append(
-        _figure_line(
-          out,
-          figures.alignment_file(dataset, column),
-          functools.partial(figures.plot_alignment, runs, dataset, column),
-          f"Alignment (Fig. 2): angle between {column.label} updates in "
-          f"{column.kind} networks and the gradient, per layer, mean ± std over "
-          "seeds",
-          f"no {column.label} run in {column.kind} networks recorded alignment angles.",
-        )
-      )
-    lines.append(
-      _figure_line(
-        out,
-        f"cluster_quality_{dataset}.png",
-        functools.partial(figures.plot_cluster_quality, runs, dataset),
-        "Cluster quality (Fig. 3B): change due to training of the t-SNE "
-        "cluster quality of Conv/LC representations, GEVB in VNNs in colour",
-        "no finished Conv or LC run reports cluster_quality.",
-      )
-    )
+    lines += _dataset_section(runs, dataset, out)
   path = out / "report.md"
   path.write_text("\n".join(lines) + "\n")
   return str(path)
+
+
+def _dataset_section(runs, dataset, out):
+  """``dataset``'s lines of report.md; writes its tables and figures into ``out``."""
+  stems = [f"table_{dataset}"]
+  if dataset in tables.PAPER_TABLES:
+    stems.append(f"table{tables.PAPER_TABLES[dataset]}")
+  for stem in stems:
+    (out / f"{stem}.md").write_text(tables.table_markdown(runs, dataset))
+    (out / f"{stem}.tex").write_text(tables.table_latex(runs, dataset))
+  lines = [
+    "",
+    f"## {dataset_name(dataset)}",
+    "",
+    "Tables: " + ", ".join(f"[{s}.md]({s}.md) ([LaTeX]({s}.tex))" for s in stems),
+    "",
+    *(f"- {line}" for line in grid_status(runs, dataset).lines()),
+    *tables.agreement_lines(runs, dataset),
+    "",
+    "Figures:",
+    "",
+    _figure_line(
+      out,
+      f"curves_{dataset}.png",
+      functools.partial(figures.plot_learning_curves, runs, dataset),
+      "Learning curves (Figs. 4-5): error vs epoch, mean ± std over "
+      "seeds; solid test, dashed train",
+      "no metrics.jsonl evaluations.",
+    ),
+  ]
+  for column in columns_of(of_dataset(runs, dataset)):
+    if column.rule == "bp":  # Its update is the gradient.
+      continue
+    lines.append(
+      _figure_line(
+        out,
+        figures.alignment_file(dataset, column),
+        functools.partial(figures.plot_alignment, runs, dataset, column),
+        f"Alignment (Fig. 2): angle between {column.label} updates in "
+        f"{column.kind} networks and the gradient, per layer, mean ± std over "
+        "seeds",
+        f"no {column.label} run in {column.kind} networks recorded alignment angles.",
+      )
+    )
+  lines.append(
+    _figure_line(
+      out,
+      f"cluster_quality_{dataset}.png",
+      functools.partial(figures.plot_cluster_quality, runs, dataset),
+      "Cluster quality (Fig. 3B): change due to training of the t-SNE "
+      "cluster quality of Conv/LC representations, GEVB in VNNs in colour",
+      "no finished Conv or LC run reports cluster_quality.",
+    )
+  )
+  return lines

@@ -73,44 +73,48 @@ def plot_learning_curves(runs, dataset, path):
   axes = fig.subplots(len(archs), len(kinds), sharex=True, squeeze=False)
   for row, arch in enumerate(archs):
     for col, vectorized in enumerate(kinds):
-      ax = axes[row, col]
       kind_columns = [c for c in columns if c.vectorized == vectorized]
-      colors = matplotlib.colormaps["tab10" if len(kind_columns) <= 10 else "tab20"]
-      for index, column in enumerate(kind_columns):
-        experiment = Experiment(arch, *column)
-        for key, linestyle in (("test_error", "-"), ("train_error", "--")):
-          epochs, mean, std = mean_std_by_epoch(
-            (m["epoch"], 100 * m[key])
-            for run in groups.get(experiment, [])
-            for m in run.metrics
-          )
-          if not epochs.size:
-            continue
-          ax.plot(
-            epochs,
-            mean,
-            linestyle,
-            color=colors(index),
-            label=experiment.label if linestyle == "-" else None,
-          )
-          ax.fill_between(
-            epochs, mean - std, mean + std, color=colors(index), alpha=0.2, linewidth=0
-          )
-      kind = grid.kind(vectorized)
-      ax.set_title(f"{arch_name(arch)}, {kind} networks")
-      # Linear below 1 %, logarithmic above: the final errors of a few percent or
-      # less stay apart next to the ~90 % at initialisation.
-      ax.set_yscale("symlog", linthresh=1)
-      ax.set_ylabel("error (%)")
-      if ax.lines:  # Beside the panel: up to ten rules would hide the curves.
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
-      else:
-        ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
+      _curves_panel(axes[row, col], groups, arch, vectorized, kind_columns)
   for ax in axes[-1]:
     ax.set_xlabel("epoch")
   fig.suptitle(f"{dataset_name(dataset)} learning curves (solid: test, dashed: train)")
   fig.savefig(path, dpi=100)
   return True
+
+
+def _curves_panel(ax, groups, arch, vectorized, columns):
+  """One panel of ``plot_learning_curves``: the test (solid) and train (dashed) error
+  of ``arch``'s experiment in each of ``columns``, mean ± std over its runs."""
+  colors = matplotlib.colormaps["tab10" if len(columns) <= 10 else "tab20"]
+  for index, column in enumerate(columns):
+    experiment = Experiment(arch, *column)
+    for key, linestyle in (("test_error", "-"), ("train_error", "--")):
+      epochs, mean, std = mean_std_by_epoch(
+        (m["epoch"], 100 * m[key])
+        for run in groups.get(experiment, [])
+        for m in run.metrics
+      )
+      if not epochs.size:
+        continue
+      ax.plot(
+        epochs,
+        mean,
+        linestyle,
+        color=colors(index),
+        label=experiment.label if linestyle == "-" else None,
+      )
+      ax.fill_between(
+        epochs, mean - std, mean + std, color=colors(index), alpha=0.2, linewidth=0
+      )
+  ax.set_title(f"{arch_name(arch)}, {grid.kind(vectorized)} networks")
+  # Linear below 1 %, logarithmic above: the final errors of a few percent or less
+  # stay apart next to the ~90 % at initialisation.
+  ax.set_yscale("symlog", linthresh=1)
+  ax.set_ylabel("error (%)")
+  if ax.lines:  # Beside the panel: up to ten rules would hide the curves.
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+  else:
+    ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
 
 
 def alignment_file(dataset, column):
