@@ -117,24 +117,29 @@ def check_data(config, ds):
 
 def check_memory(net, config, ds):
   """A run's parameters, optimizer state, data and evaluation budget against this
-  machine's memory (an estimate: what the run plans to hold at once)."""
+  machine's memory (an estimate: what the run plans to hold at once). The refusal
+  names ``num_seeds`` when one seed would fit, ``memory_budget_mb`` when the data and
+  the budget alone would not, else ``model.widths``."""
   shapes = jax.eval_shape(net.init, jax.random.key(0))
   weights = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes))
-  need = (
-    STATE_COPIES * 4 * weights * config.num_seeds
-    + ds.train_x.nbytes
-    + ds.test_x.nbytes
-    + config.memory_budget_mb * 2**20
-  )
+  per_seed = STATE_COPIES * 4 * weights
+  budget = config.memory_budget_mb * 2**20
+  shared = ds.train_x.nbytes + ds.test_x.nbytes + budget
+  need = per_seed * config.num_seeds + shared
   have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  if need <= MEMORY_SHARE * have:
+    return
   seeds = f", for {config.num_seeds} seeds at once" if config.num_seeds > 1 else ""
-  if need > MEMORY_SHARE * have:
-    _fail(
-      "model.widths",
-      config.model.widths,
-      f"the run would hold about {need / 2**30:.1f} GiB ({weights:,} weights with "
-      f"their optimizer state{seeds}); this machine has {have / 2**30:.1f} GiB",
-    )
+  holding = (
+    f"the run would hold about {need / 2**30:.1f} GiB ({weights:,} weights with their "
+    f"optimizer state{seeds}); this machine has {have / 2**30:.1f} GiB"
+  )
+  fit = int((MEMORY_SHARE * have - shared) // per_seed)
+  if config.num_seeds > 1 and fit >= 1:
+    _fail("num_seeds", config.num_seeds, f"{holding}: at most {fit} seeds fit")
+  if budget > MEMORY_SHARE * have - ds.train_x.nbytes - ds.test_x.nbytes:
+    _fail("memory_budget_mb", config.memory_budget_mb, holding)
+  _fail("model.widths", config.model.widths, holding)
 
 
 def check_workdir(workdir):

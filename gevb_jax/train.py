@@ -384,18 +384,24 @@ def _eval_line(row, seed=None):
 
 
 def seed_runs(config, workdir):
-  """``[(config, workdir)]`` of each seed a run of ``config`` trains: the config
+  """Yields ``(config, workdir)`` of each seed a run of ``config`` trains: the config
   itself in ``workdir`` for one seed; for several, seed ``s``'s config (``seed = s``,
-  ``num_seeds = 1``) in ``workdir/seed_<s>`` (``workdir.seed_dirs``)."""
+  ``num_seeds = 1``) in ``workdir/seed_<s>`` (``workdir.seed_dirs``). Lazy, as
+  ``seed_dirs`` is."""
   folders = run_folder.seed_dirs(workdir, config.seed, config.num_seeds)
   if config.num_seeds == 1:
-    return [(config, folders[0])]
-  runs = []
+    yield config, next(folders)
+    return
   for offset, folder in enumerate(folders):
     one = config.copy_and_resolve_references()
     one.seed, one.num_seeds = config.seed + offset, 1
-    runs.append((one, folder))
-  return runs
+    yield one, folder
+
+
+def _finished(config, workdir):
+  """Whether ``workdir`` holds this config's finished run (``WorkdirError`` when it
+  holds another config's and overwrite is off)."""
+  return not run_folder.claimable(config, workdir) and _complete(config, workdir)
 
 
 def train_and_evaluate(config, workdir):
@@ -410,11 +416,11 @@ def train_and_evaluate(config, workdir):
   config = config.copy_and_resolve_references()
   config_check.check_config(config)
   config_check.check_workdir(workdir)
-  runs = seed_runs(config, workdir)
-  finished = [not run_folder.claimable(c, w) and _complete(c, w) for c, w in runs]
-  if all(finished):
+  # Stops at the first unfinished seed: a huge num_seeds meets the memory check below
+  # before its folders are walked.
+  if all(_finished(c, w) for c, w in seed_runs(config, workdir)):
     print(f"{workdir} holds a finished run; nothing to do", flush=True)
-    summaries = [run_folder.read_summary(w) for _, w in runs]
+    summaries = [run_folder.read_summary(w) for _, w in seed_runs(config, workdir)]
     return summaries[0] if config.num_seeds == 1 else summaries
 
   mesh = make_mesh(config.num_seeds)
@@ -440,6 +446,8 @@ def train_and_evaluate(config, workdir):
   )
   rules.check_rule(net, config.rule)
   config_check.check_memory(net, config, ds)
+  runs = list(seed_runs(config, workdir))
+  finished = [_finished(c, w) for c, w in runs]
   eval_batch, probe_batch = memory_bounded_batches(net, config, data_devices)
   tx = gevb_jax.make_optimizer(
     net,

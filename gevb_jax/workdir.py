@@ -76,12 +76,13 @@ def seed_dir(workdir, seed):
 
 
 def seed_dirs(workdir, seed, num_seeds):
-  """The run folder of each seed that a run of seeds ``seed``, ...,
+  """An iterator over the run folder of each seed that a run of seeds ``seed``, ...,
   ``seed + num_seeds - 1`` in ``workdir`` writes: ``workdir`` itself for one seed,
-  ``seed_dir`` of each for several."""
+  ``seed_dir`` of each for several. Lazy: a run checks what it can before it walks
+  ``num_seeds`` folders."""
   if num_seeds == 1:
-    return [workdir]
-  return [seed_dir(workdir, s) for s in range(seed, seed + num_seeds)]
+    return iter([workdir])
+  return (seed_dir(workdir, s) for s in range(seed, seed + num_seeds))
 
 
 def _path(workdir, name):

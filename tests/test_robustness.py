@@ -92,6 +92,16 @@ def test_bad_values_are_refused_before_a_finished_run_is_touched(finished, tmp_p
   assert train.train_and_evaluate(_config(), str(workdir)) == finished[1]
 
 
+def test_a_huge_num_seeds_is_refused_at_once_naming_it(tmp_path):
+  """Issue 23: 10^8 seeds once walked 10^8 seed folders before any check (killed after
+  300 s of silence), and the memory check's refusal named config.model.widths."""
+  with pytest.raises(config_check.ConfigError) as err:
+    train.train_and_evaluate(_config(num_seeds=10**8), str(tmp_path / "run"))
+  assert str(err.value).startswith("config.num_seeds=100000000: the run would hold")
+  assert str(err.value).endswith(" seeds fit") and "\n" not in str(err.value)
+  assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize(
   "train_shape,test_shape,test_size,message",
   [
