@@ -11,6 +11,7 @@ import tempfile
 
 import jax
 
+from gevb_jax import workdir as run_folder
 from gevb_jax.grid import OUTPUT_CODES
 from gevb_jax.init import FLATTEN_PAIRINGS
 
@@ -142,8 +143,37 @@ def check_memory(net, config, ds):
   _fail("model.widths", config.model.widths, holding)
 
 
-def check_workdir(workdir):
-  """That ``workdir`` is, or can become, a writable directory with room for a run."""
+def _check_nesting(workdir, num_seeds):
+  """That the run folders a run writes (``workdir``, or ``workdir/seed_<s>`` for
+  several seeds) neither sit in nor hold another run folder: the report takes a folder
+  with config.json for a run and looks no deeper, so the inner runs would vanish."""
+  path = os.path.abspath(workdir)
+  above = path if num_seeds > 1 else os.path.dirname(path)
+  if os.path.isfile(os.path.join(above, run_folder.CONFIG)):
+    what = "the seed_<s> folders of this run" if num_seeds > 1 else "this run"
+    raise ConfigError(
+      f"workdir {workdir}: {above} holds a run ({run_folder.CONFIG}), and the report "
+      f"would not find {what} inside it; use a workdir outside that run"
+    )
+  if num_seeds == 1 and os.path.isdir(path):
+    inner = sorted(
+      name
+      for name in os.listdir(path)
+      if run_folder.is_seed_dir(name)
+      and os.path.isfile(os.path.join(path, name, run_folder.CONFIG))
+    )
+    if inner:
+      raise ConfigError(
+        f"workdir {workdir}: holds the seed folders of a run of several seeds "
+        f"({', '.join(inner)}), which a run of one seed there would hide from the "
+        "report; resume them with their --config.seed and --config.num_seeds, or use "
+        "another workdir"
+      )
+
+
+def check_workdir(workdir, num_seeds=1):
+  """That ``workdir`` is, or can become, a writable directory with room for a run of
+  ``num_seeds`` seeds, whose run folders do not nest in another run's."""
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
     raise ConfigError(f"workdir {workdir}: exists and is not a directory")
@@ -166,3 +196,4 @@ def check_workdir(workdir):
       f"workdir {workdir}: {free / 2**20:.0f} MiB free on its disk; "
       f"a run needs at least {MIN_FREE_DISK_BYTES // 2**20} MiB"
     )
+  _check_nesting(workdir, num_seeds)

@@ -415,7 +415,7 @@ def train_and_evaluate(config, workdir):
   """
   config = config.copy_and_resolve_references()
   config_check.check_config(config)
-  config_check.check_workdir(workdir)
+  config_check.check_workdir(workdir, config.num_seeds)
   # Stops at the first unfinished seed: a huge num_seeds meets the memory check below
   # before its folders are walked.
   if all(_finished(c, w) for c, w in seed_runs(config, workdir)):

@@ -75,6 +75,12 @@ def seed_dir(workdir, seed):
   return os.path.join(workdir, f"seed_{seed}")
 
 
+def is_seed_dir(name):
+  """Whether ``name`` is a folder name ``seed_dir`` gives."""
+  prefix, _, seed = name.partition("_")
+  return prefix == "seed" and seed.isascii() and seed.isdigit()
+
+
 def seed_dirs(workdir, seed, num_seeds):
   """An iterator over the run folder of each seed that a run of seeds ``seed``, ...,
   ``seed + num_seeds - 1`` in ``workdir`` writes: ``workdir`` itself for one seed,

@@ -102,6 +102,28 @@ def test_a_huge_num_seeds_is_refused_at_once_naming_it(tmp_path):
   assert not (tmp_path / "run").exists()
 
 
+def test_run_folders_inside_run_folders_are_refused(finished, tmp_path):
+  """The report takes a folder with config.json for a run and looks no deeper: seed
+  folders trained inside a finished run's folder once vanished from every table."""
+  workdir = _copy(finished, tmp_path)
+  packed = tmp_path / "packed"
+  for seed in (0, 1):
+    (packed / f"seed_{seed}").mkdir(parents=True)
+    shutil.copy(workdir / run_folder.CONFIG, packed / f"seed_{seed}")
+  before = {folder: _files(folder) for folder in (workdir, packed)}
+  cases = [
+    (workdir, 2, f"{workdir} holds a run (config.json)"),
+    (workdir / "inner", 1, f"{workdir} holds a run (config.json)"),
+    (packed, 1, "holds the seed folders of a run of several seeds (seed_0, seed_1)"),
+  ]
+  for folder, num_seeds, message in cases:
+    with pytest.raises(config_check.ConfigError) as err:
+      train.train_and_evaluate(_config(num_seeds=num_seeds), str(folder))
+    assert message in str(err.value), folder
+  assert {folder: _files(folder) for folder in before} == before
+  assert not (workdir / "inner").exists()
+
+
 @pytest.mark.parametrize(
   "train_shape,test_shape,test_size,message",
   [
