@@ -7,6 +7,7 @@
 import os
 import signal
 import sys
+import traceback
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -46,15 +47,41 @@ def _interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
+def _in(names, path):
+  """Whether ``path`` lies in a package or module folder of one of ``names``."""
+  return any(f"{os.sep}{name}{os.sep}" in path for name in names)
+
+
+# orbax and the asyncio loop and TensorStore reads it drives.
+CHECKPOINT_LIBRARIES = ("orbax", "asyncio", "tensorstore")
+
+
+def _from_checkpoint_libraries(unraisable):
+  """Whether an exception Python could not raise (``sys.unraisablehook``) came from
+  orbax's reads: after a failed restore, TensorStore's callbacks meet a closed event
+  loop and coroutines are dropped, each printed with a traceback."""
+  files = [frame.filename for frame in traceback.extract_tb(unraisable.exc_traceback)]
+  code = getattr(unraisable.object, "cr_code", None)  # A coroutine's.
+  files += [code.co_filename] if code else []
+  return any(_in(CHECKPOINT_LIBRARIES, path) for path in files)
+
+
+def _quiet_libraries():
+  """Leaves orbax's failures to the trainer's one-line messages: its log records (with
+  tracebacks) and the exceptions its reads leave unraised are dropped."""
+  logging.set_verbosity(logging.WARNING)
+  logging.get_absl_handler().addFilter(lambda record: not _in(["orbax"], record.pathname))
+  hook = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: (
+    None if _from_checkpoint_libraries(unraisable) else hook(unraisable)
+  )
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:  # Library logs only when asked for.
-    logging.set_verbosity(logging.WARNING)
-    # orbax logs its own failures with tracebacks; the error line below says it all.
-    logging.get_absl_handler().addFilter(
-      lambda record: f"{os.sep}orbax{os.sep}" not in record.pathname
-    )
+    _quiet_libraries()
   logging.info("config:\n%s", FLAGS.config)
   signal.signal(signal.SIGTERM, _interrupt)  # Ends like Ctrl-C.
   try:

@@ -384,6 +384,15 @@ def restore_step(manager, step, abstract_state):
   return None if _why_corrupt(manager, step, state) else state
 
 
+def _root_cause(err):
+  """The innermost cause of ``err`` on one line, without the spec of the store that
+  TensorStore appends (orbax's own wrapper names only a bound method)."""
+  while err.__cause__ is not None:
+    err = err.__cause__
+  first = (str(err).splitlines() or [""])[0]
+  return f"{type(err).__name__}: {first.split(' [tensorstore_spec')[0]}"
+
+
 def restore(manager, abstract_state):
   """Latest sound checkpoint ``(epoch, state)``, falling back past unreadable,
   non-finite or checksum-failing ones (each deleted, with a one-line warning);
@@ -393,8 +402,7 @@ def restore(manager, abstract_state):
       state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
       why = _why_corrupt(manager, step, state)
     except Exception as err:  # pylint: disable=broad-except
-      first = (str(err).splitlines() or [""])[0]
-      why = f"is unreadable ({type(err).__name__}: {first})"
+      why = f"is unreadable ({_root_cause(err)})"
     if why is None:
       return step, state
     logging.warning(

@@ -226,6 +226,58 @@ def test_a_checkpoint_that_reads_but_is_wrong_falls_back(tmp_path, damage):
   assert 2 not in _manager(tmp_path).all_steps()
 
 
+ZSTD_MAGIC = bytes([0x28, 0xB5, 0x2F, 0xFD])
+
+
+def _flip_low_bits(path, damage):
+  """Flips the low bit of each b-tree node byte at 100, 1097, ..., or of each zstd
+  frame's header descriptor (past its magic number) in an array data file."""
+  raw = bytearray(path.read_bytes())
+  if damage == "b-tree node":
+    offsets = range(100 % len(raw), len(raw), 997)
+  else:
+    offsets = [i + 4 for i in range(len(raw)) if raw.startswith(ZSTD_MAGIC, i)]
+  assert offsets, f"nothing to damage in {path}"
+  for i in offsets:
+    raw[i] ^= 1
+  path.write_bytes(bytes(raw))
+
+
+def _cli_flags():
+  """The CLI's flags for ``_config()``."""
+  return [
+    "--config.num_epochs=3",
+    "--config.eval_every=1",
+    "--config.stop_at_zero_train_error=False",
+    "--config.model.widths=(64,32)",
+    "--config.metrics.alignment_examples=32",
+  ]
+
+
+def test_corrupted_checkpoints_fall_back_one_short_line_each(finished, tmp_path):
+  """Issue 23: the fallback was right, but stderr got ~100 lines of asyncio
+  tracebacks (a b-tree node's failed CRC), and the warning carried orbax's "See full
+  TensorStore details: <bound method ...>" (array data that no longer decompresses)
+  or TensorStore's spec of the store."""
+  workdir, (_, summary, rows) = _copy(finished, tmp_path), finished
+  (workdir / run_folder.SUMMARY).unlink()
+  checkpoints = workdir / run_folder.CHECKPOINTS
+  for target in sorted((checkpoints / "3" / "default" / "d").iterdir()):
+    _flip_low_bits(target, "b-tree node")
+  arrays = checkpoints / "2" / "default" / "ocdbt.process_0" / "d"
+  _flip_low_bits(max(arrays.iterdir(), key=os.path.getsize), "array data")
+  cmd = helpers.trainer_command(workdir, *_cli_flags())
+  result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
+  assert result.returncode == 0, result.stderr
+  lines = result.stderr.splitlines()
+  assert len(lines) == 2, result.stderr[:3000]
+  for line, epoch in zip(lines, (3, 2), strict=True):
+    assert f"checkpoint at epoch {epoch} is unreadable (ValueError: " in line
+    assert "tensorstore_spec" not in line and "TensorStore details" not in line
+  assert run_folder.read_summary(workdir) == summary
+  assert _without_wall_time(run_folder.read_metrics(workdir)) == _without_wall_time(rows)
+
+
 def _scalars(workdir, tag):
   """(step, value) of ``tag`` in the workdir's event files."""
   points = []
