@@ -466,7 +466,8 @@ class MetricWriter:
         self._tensorboard.add_scalar(key, value, row["step"])
       elif isinstance(value, dict):
         for layer, v in value.items():
-          self._tensorboard.add_scalar(f"{key}/{layer}", v, row["step"])
+          if isinstance(v, float):  # Not a NaN, which metrics.jsonl holds as null.
+            self._tensorboard.add_scalar(f"{key}/{layer}", v, row["step"])
 
   def close(self):
     self._tensorboard.close()
