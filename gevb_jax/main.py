@@ -10,37 +10,24 @@ import sys
 import traceback
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from gevb_jax import data, train
+from gevb_jax import cli_config, config_check, data, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for metrics, checkpoints and plots.")
 flags.mark_flags_as_required(["workdir"])
-config_flags.DEFINE_config_file(
-  "config", None, "Training configuration file.", lock_config=True
-)
-
-
-def _one_line(err):
-  text = str(err.__cause__ or err).replace("\\n", " ").replace("\\'", "'")
-  text = " ".join(text.split())
-  if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
-    text = text[1:-1]  # A KeyError's repr inside an AttributeError.
-  return text
+cli_config.define()
 
 
 def parse_flags(argv):
-  """absl's parsing, with a config file's errors (a typo in a field, a missing file)
-  on one line instead of a traceback."""
+  """absl's parsing, with a bad flag or config file on one line instead of a
+  traceback."""
   try:
-    argv = FLAGS(argv)
-    FLAGS.config.to_dict()  # A config file's errors surface here, not later.
-    return argv
-  except flags.Error as err:
-    sys.exit(f"error: {_one_line(err)}; see --helpshort")
-  except (AttributeError, KeyError, OSError, TypeError, ValueError) as err:
-    sys.exit(f"error: bad --config: {_one_line(err)}")
+    return cli_config.parse(FLAGS, argv)
+  except cli_config.FlagError as err:
+    sys.exit(f"error: {err}; see --helpshort")
+  except config_check.ConfigError as err:
+    sys.exit(f"error: {err}")
 
 
 def _interrupt(signum, frame):

@@ -70,7 +70,11 @@ JSON file holding one object with these keys:
                                 passed as --config.<key>=<value>
 
 e.g. {"config": "configs/default.py", "archs": ["fc"],
-"overrides": {"num_epochs": 2}}. `--set key=value` adds overrides on top.
+"overrides": {"num_epochs": 2}}. `--set key=value` adds overrides on top. Before
+anything runs (with --dry-run too), every job's config is read and checked as the
+trainer reads and checks it (gevb_jax.cli_config, gevb_jax.config_check): an unknown
+key or a bad value is refused in one line. Checks that need the data (a batch larger
+than the training set, the memory a run needs) are left to the trainer.
 
 Backends. `local` runs every job as its own subprocess pinned to one GPU by
 CUDA_VISIBLE_DEVICES: the unfinished jobs are dealt round-robin over --gpus, and
@@ -162,6 +166,8 @@ def jobs_from_flags():
   repeated = [folder for folder, count in counts.items() if count > 1]
   if repeated:
     raise ValueError(f"--grid={','.join(FLAGS.grid)} plans {repeated[0]} more than once")
+  for job in jobs:  # What would fail every job fails the plan.
+    job.check()
   return planning.adopt_old_folders(jobs)
 
 

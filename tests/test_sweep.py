@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
 import subprocess
 import sys
 
@@ -53,10 +54,9 @@ SMALL_GRID = {"config": "configs/default.py", "archs": ["fc"], "kinds": ["vector
 
 @pytest.fixture(name="cwd")
 def fixture_cwd(tmp_path):
-  """A working directory with (empty) config files and the fake trainer."""
-  (tmp_path / "configs").mkdir()
-  for name in ("mnist", "cifar", "default"):
-    (tmp_path / "configs" / f"{name}.py").touch()
+  """A working directory with the config files (the planner reads them to check each
+  job's config as the trainer would) and the fake trainer."""
+  shutil.copytree(REPO / "configs", tmp_path / "configs")
   (tmp_path / "fake_trainer.py").write_text(FAKE_TRAINER)
   return tmp_path
 
@@ -326,11 +326,19 @@ def test_parse_gpus():
     (["--grid=table1", "--set", "num_seeds=2"], ["'num_seeds'", "--pack_seeds"]),
     (["--grid=bad.json"], ["'gevb'", '"dfa", "bp"']),
     (["--grid=table1", "--submit"], ["--backend=slurm"]),
+    # Issue 23: checked as the trainer checks them, not left to fail every job.
+    (["--grid=table1", "--dry-run", "--set", "batch_size=-5"], ["config.batch_size=-5"]),
+    (["--grid=table1", "--set", "num_epochz=1"], ["'num_epochz'", '"num_epochs"']),
+    (["--grid=table1", "--set", "batch_size=abc"], ["--config.batch_size=abc"]),
+    (["--grid=overrides.json"], ["config.learning_rate=-1.0: must be > 0"]),
   ],
 )
 def test_bad_input_exits_with_one_clear_line(cwd, args, words):
   (cwd / "bad.json").write_text(
     json.dumps({"config": "configs/default.py", "rules": {"conventional": ["gevb"]}})
+  )
+  (cwd / "overrides.json").write_text(
+    json.dumps({"config": "configs/default.py", "overrides": {"learning_rate": -1}})
   )
   result = run_sweep(cwd, *args, "--root=runs")
   assert result.returncode != 0
