@@ -81,7 +81,8 @@ CUDA_VISIBLE_DEVICES: the unfinished jobs are dealt round-robin over --gpus, and
 each GPU runs --runs_per_gpu of its queue at a time (`--gpus=cpu` or empty: CPU
 only, --runs_per_gpu jobs at a time). A job's output is appended to log.txt in
 its --workdir: the run folder, or <experiment>/log.txt for a packed job. Ctrl-C
-stops the sweep together with its jobs, which share its process group. `slurm`
+stops the sweep together with its jobs, which share its process group, in one line
+(exit code 130); the same command resumes them. `slurm`
 writes <root>/sweep_tasks.txt (one command per unfinished job) and
 <root>/sweep.sbatch, a job array whose task i runs line i + 1; --submit hands it
 to sbatch. Do not rewrite the task file while an array of the same root is still
@@ -243,7 +244,11 @@ def main(argv):
     ",".join(devices),
     FLAGS.runs_per_gpu,
   )
-  codes = local.run_local(assignments, FLAGS.runs_per_gpu, FLAGS.trainer_module)
+  try:
+    codes = local.run_local(assignments, FLAGS.runs_per_gpu, FLAGS.trainer_module)
+  except KeyboardInterrupt:  # The jobs, in the sweep's process group, got it too.
+    print("sweep: stopped with its jobs; the same command resumes them", file=sys.stderr)
+    return 130
   failed = {}
   for job in pending:
     if codes[job]:

@@ -7,8 +7,10 @@ import os
 import pathlib
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -622,3 +624,45 @@ def test_a_job_with_a_run_folder_another_process_holds_is_not_started(cwd):
   assert all(
     len(calls(cwd / folder)) == 1 for job in jobs[1:] for folder in job.run_folders
   )
+
+
+# Stands in for a trainer that Ctrl-C stops: marks its start, then waits to be stopped.
+STOPPABLE_TRAINER = """
+import os, sys, time
+args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if '=' in a)
+open(os.path.join(args['workdir'], 'started'), 'w').close()
+try:
+  time.sleep(120)
+except KeyboardInterrupt:
+  print('trainer stopped')
+  sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_the_sweep_and_its_jobs_in_one_line(cwd):
+  """Issue 23: the jobs stopped, but the sweep printed a 22-line KeyboardInterrupt
+  traceback."""
+  (cwd / "stoppable_trainer.py").write_text(STOPPABLE_TRAINER)
+  jobs = small_grid_jobs(cwd, 1)
+  env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{cwd}"}
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "launch.sweep", "--trainer_module=stoppable_trainer"]
+    + ["--grid=grid.json", "--seeds=1", "--root=runs", f"--runs_per_gpu={len(jobs)}"],
+    cwd=cwd,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,  # Its own process group, as a terminal's Ctrl-C meets it.
+  )
+  started = [cwd / job.workdir / "started" for job in jobs]
+  deadline = time.time() + 60
+  while time.time() < deadline and not all(path.exists() for path in started):
+    time.sleep(0.05)
+  os.killpg(proc.pid, signal.SIGINT)
+  _, stderr = proc.communicate(timeout=60)
+  assert proc.returncode == 130
+  logged = [line for line in stderr.splitlines() if not line.startswith("I")]  # absl
+  assert logged == ["sweep: stopped with its jobs; the same command resumes them"]
+  for job in jobs:
+    assert (cwd / job.log).read_text().splitlines()[-1] == "trainer stopped"
