@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import signal
+import threading
 
 import jax
 import numpy as np
@@ -340,13 +341,38 @@ def _checksum_path(manager, epoch):
   return os.path.join(os.path.dirname(manager.directory), CHECKSUMS, str(epoch))
 
 
+# The signals that stop a run (the CLI turns both into KeyboardInterrupt).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+  """Ctrl-C and SIGTERM that arrive in the block act when it ends: the first is sent
+  again then, to the handler it would have met. Python runs signal handlers in the
+  main thread whichever thread the kernel gave the signal, so holding them there
+  covers orbax's threads too, which a signal mask of the main thread did not."""
+  if threading.current_thread() is not threading.main_thread():
+    yield  # Only the main thread sets handlers, and only it is interrupted.
+    return
+  held = []
+  previous = {
+    signum: signal.signal(signum, lambda signum, frame: held.append(signum))
+    for signum in STOP_SIGNALS
+  }
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+  if held:
+    signal.raise_signal(held[0])
+
+
 def save(manager, epoch, state):
   """Checkpoints ``state`` as step ``epoch``, with its checksum beside it; checksums
-  of steps the manager has since let go are removed."""
-  # Ctrl-C and SIGTERM wait until the checkpoint and its checksum are on disk.
-  deferred = {signal.SIGINT, signal.SIGTERM}
-  signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
-  try:
+  of steps the manager has since let go are removed. Ctrl-C and SIGTERM wait until
+  the checkpoint and its checksum are on disk."""
+  with _stop_signals_held():
     manager.save(epoch, args=ocp.args.StandardSave(state))
     path = _checksum_path(manager, epoch)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -355,8 +381,6 @@ def save(manager, epoch, state):
     for name in os.listdir(os.path.dirname(path)):
       if name not in kept and not name.endswith(".tmp"):
         os.remove(os.path.join(os.path.dirname(path), name))
-  finally:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, deferred)
 
 
 def _why_corrupt(manager, step, state):

@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -276,6 +277,44 @@ def test_corrupted_checkpoints_fall_back_one_short_line_each(finished, tmp_path)
     assert "tensorstore_spec" not in line and "TensorStore details" not in line
   assert run_folder.read_summary(workdir) == summary
   assert _without_wall_time(run_folder.read_metrics(workdir)) == _without_wall_time(rows)
+
+
+def test_a_stop_signal_during_a_save_waits_for_it(tmp_path, monkeypatch):
+  """Issue 23: a signal mask covered the main thread only, so a SIGTERM that another
+  thread took (the kernel gives a process's signal to any thread not blocking it)
+  abandoned the save, leaving checkpoints/3.orbax-checkpoint-tmp."""
+  manager = _manager(tmp_path)
+  state = {"w": np.arange(3, dtype=np.float32)}
+  run_folder.save(manager, 0, state)
+  saving = threading.Event()
+  # Started before the save, as orbax's and XLA's threads are.
+  sender = threading.Thread(
+    target=lambda: saving.wait(60) and os.kill(os.getpid(), signal.SIGTERM)
+  )
+  sender.start()
+  save = manager.save
+
+  def save_meeting_a_signal(*args, **kwargs):
+    saving.set()
+    sender.join()
+    time.sleep(0.2)  # Python runs a handler in the main thread, here at the latest.
+    return save(*args, **kwargs)
+
+  def interrupt(signum, frame):  # The CLI's handler.
+    raise KeyboardInterrupt
+
+  monkeypatch.setattr(manager, "save", save_meeting_a_signal)
+  previous = signal.signal(signal.SIGTERM, interrupt)
+  try:
+    with pytest.raises(KeyboardInterrupt):
+      run_folder.save(manager, 3, state)
+  finally:
+    signal.signal(signal.SIGTERM, previous)
+  assert sorted(os.listdir(tmp_path / run_folder.CHECKPOINTS)) == ["0", "3"]
+  assert sorted(os.listdir(tmp_path / run_folder.CHECKSUMS)) == ["0", "3"]
+  epoch, restored = run_folder.restore(_manager(tmp_path), state)
+  assert epoch == 3
+  np.testing.assert_array_equal(restored["w"], state["w"])
 
 
 def _scalars(workdir, tag):
