@@ -80,8 +80,14 @@ def main(argv):
     print(
       f"stopped; the same command resumes {FLAGS.workdir} from its last checkpoint",
       file=sys.stderr,
+      flush=True,
     )
-    sys.exit(130)
+    # Without Python's finalization: it tears down XLA's client under a compile still
+    # running in its threads, a stop in mid-compile crashed there (SIGSEGV). What the
+    # run wrote is on disk: saves hold the signal, the metrics and events are flushed
+    # row by row, and the kernel releases the workdir's lock.
+    sys.stdout.flush()
+    os._exit(130)
   if FLAGS.config.num_seeds == 1:
     summaries = [summaries]
   for seed, summary in enumerate(summaries, FLAGS.config.seed):

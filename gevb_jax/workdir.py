@@ -417,6 +417,24 @@ def _root_cause(err):
   return f"{type(err).__name__}: {first.split(' [tensorstore_spec')[0]}"
 
 
+def stored_state(workdir, step):
+  """The state checkpointed at epoch ``step`` in ``workdir``, in the shapes it was
+  stored with, on this process's first device, if it restores soundly
+  (``restore_step``: readable, finite, matching its checksum); else None. For looking
+  at a run from outside it."""
+  manager = checkpoint_manager(workdir, keep_period=1)
+  path = os.path.join(manager.directory, str(step), "default")
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  try:
+    stored = ocp.StandardCheckpointer().metadata(path).item_metadata
+  except Exception:  # pylint: disable=broad-except
+    return None
+  abstract = jax.tree_util.tree_map(
+    lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), stored
+  )
+  return restore_step(manager, step, abstract)
+
+
 def restore(manager, abstract_state):
   """Latest sound checkpoint ``(epoch, state)``, falling back past unreadable,
   non-finite or checksum-failing ones (each deleted, with a one-line warning);

@@ -55,14 +55,7 @@ def _metrics(workdir):
 def _final_params(workdir):
   """The latest checkpoint's params on this process's first device, wherever saved."""
   manager = ocp.CheckpointManager(os.path.abspath(os.path.join(workdir, "checkpoints")))
-  path = os.path.join(manager.directory, str(manager.latest_step()), "default")
-  checkpointer = ocp.StandardCheckpointer()
-  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-  target = jax.tree_util.tree_map(
-    lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-    checkpointer.metadata(path).item_metadata,
-  )
-  return checkpointer.restore(path, target)["params"]
+  return run_folder.stored_state(str(workdir), manager.latest_step())["params"]
 
 
 # The paper's rules; FA, KP and sign symmetry are pinned against references in
