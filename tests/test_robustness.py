@@ -472,11 +472,43 @@ def test_garbage_in_any_run_file_is_recovered_or_refused_in_one_line(
   assert _without_wall_time(run_folder.read_metrics(workdir)) == _without_wall_time(rows)
 
 
+def _checkpointed(workdir):
+  """The epochs whose checkpoint was completed: its checksum is written after it."""
+  folder = workdir / run_folder.CHECKSUMS
+  return (
+    {int(name) for name in os.listdir(folder) if name.isdigit()}
+    if folder.exists()
+    else set()
+  )
+
+
+def _kill_after_a_checkpoint(cmd, workdir, epoch, delay):
+  """Starts ``cmd`` and SIGKILLs it ``delay`` seconds after it completed a checkpoint
+  of epoch ``epoch`` or later; returns the epochs checkpointed before and at the
+  kill."""
+  before = _checkpointed(workdir)
+  proc = subprocess.Popen(
+    cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+  deadline = time.time() + 240
+  while (
+    time.time() < deadline and max(_checkpointed(workdir) - before, default=-1) < epoch
+  ):
+    time.sleep(0.01)
+  time.sleep(delay)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  return before, _checkpointed(workdir)
+
+
 @pytest.mark.parametrize("vectorized,rule", [(True, "gevb"), (False, "dfa")])
 def test_random_sigkills_then_resume_is_bit_identical(tmp_path, vectorized, rule):
+  """Each kill lands at a random moment after the killed process completed a
+  checkpoint (a kill before the first would test a plain rerun, not a resume): one of
+  epoch 0 or later, then one of epoch 4 or later, of 16."""
   overrides = {
-    "num_epochs": 8,
-    "eval_every": 2,
+    "num_epochs": 16,
+    "eval_every": 4,
     "model.vectorized": vectorized,
     "rule": rule,
   }
@@ -489,14 +521,11 @@ def test_random_sigkills_then_resume_is_bit_identical(tmp_path, vectorized, rule
     "--config.model.widths=(64,32)",
     *(f"--config.{key}={value}" for key, value in overrides.items()),
   )
-  delays = np.random.default_rng(int(vectorized)).uniform(2.0, 6.0, size=3)
-  for delay in delays:
-    proc = subprocess.Popen(
-      cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+  delays = np.random.default_rng(int(vectorized)).uniform(0.0, 0.3, size=2)
+  for epoch, delay in zip((0, 4), delays, strict=True):
+    before, after = _kill_after_a_checkpoint(cmd, workdir, epoch, delay)
+    assert max(after - before, default=-1) >= epoch, (before, after)
+    assert not (workdir / run_folder.SUMMARY).exists(), "the run ended before a kill"
   result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
   assert result.returncode == 0, result.stderr
   assert run_folder.read_summary(workdir) == reference
