@@ -441,20 +441,27 @@ def test_sigterm_mid_epoch_ends_soon_with_a_checkpoint_and_one_line(tmp_path):
 RUN_FILES = [run_folder.CONFIG, run_folder.METRICS, run_folder.SUMMARY]
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+# Each run file is a case of its own, and so are the files of the checkpoints and of
+# their checksums, one drawn at random, in a run that resumes from them: drawn from
+# all of them at once, the three run files came up rarely, and a damaged checkpoint of
+# the finished run was never read.
+@pytest.mark.parametrize(
+  "kind", [*RUN_FILES, run_folder.CHECKPOINTS, run_folder.CHECKSUMS]
+)
+@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_garbage_in_any_run_file_is_recovered_or_refused_in_one_line(
-  finished, tmp_path_factory, data
+  finished, tmp_path_factory, kind, data
 ):
   """No traceback, nothing good lost: the right result, or a one-line refusal."""
   workdir = _copy(finished, tmp_path_factory.mktemp("garbage"))
   (_, summary, rows) = finished
-  candidates = RUN_FILES + sorted(
-    str(p.relative_to(workdir))
-    for folder in (run_folder.CHECKPOINTS, run_folder.CHECKSUMS)
-    for p in (workdir / folder).rglob("*")
-    if p.is_file()
-  )
+  candidates = [kind]
+  if kind not in RUN_FILES:
+    candidates = sorted(
+      str(p.relative_to(workdir)) for p in (workdir / kind).rglob("*") if p.is_file()
+    )
+    (workdir / run_folder.SUMMARY).unlink()  # A finished run would not read them.
   target = workdir / data.draw(st.sampled_from(candidates), label="file")
   raw = target.read_bytes()
   offset = data.draw(st.integers(0, max(len(raw) - 1, 0)), label="offset")
