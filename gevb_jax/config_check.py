@@ -12,6 +12,7 @@ import tempfile
 import jax
 
 from gevb_jax import arch_spec
+from gevb_jax import workdir as run_folder
 from gevb_jax.grid import OUTPUT_CODES
 from gevb_jax.init import FLATTEN_PAIRINGS
 
@@ -160,29 +161,63 @@ def activation_budget(config):
 
 def check_memory(net, config, ds):
   """A run's parameters, optimizer state, data and evaluation budget against this
-  device's memory, or this machine's on a CPU (an estimate: what the run plans to hold
-  at once)."""
+  device's memory, or this machine's on a CPU (an estimate: what the run plans to
+  hold at once). The refusal names ``num_seeds`` when one seed would fit,
+  ``memory_budget_mb`` when the data and the budget alone would not, else
+  ``model.widths``."""
   shapes = jax.eval_shape(net.init, jax.random.key(0))
   weights = sum(math.prod(leaf.shape) for leaf in jax.tree_util.tree_leaves(shapes))
-  need = (
-    STATE_COPIES * 4 * weights * config.num_seeds
-    + ds.train_x.nbytes
-    + ds.test_x.nbytes
-    + activation_budget(config)
-  )
+  per_seed = STATE_COPIES * 4 * weights
+  budget = activation_budget(config)
+  shared = ds.train_x.nbytes + ds.test_x.nbytes + budget
+  need = per_seed * config.num_seeds + shared
   have, where = memory_limit()
+  if need <= MEMORY_SHARE * have:
+    return
   seeds = f", for {config.num_seeds} seeds at once" if config.num_seeds > 1 else ""
-  if need > MEMORY_SHARE * have:
-    _fail(
-      "model.widths",
-      config.model.widths,
-      f"the run would hold about {need / 2**30:.1f} GiB ({weights:,} weights with "
-      f"their optimizer state{seeds}); {where} has {have / 2**30:.1f} GiB",
+  holding = (
+    f"the run would hold about {need / 2**30:.1f} GiB ({weights:,} weights with their "
+    f"optimizer state{seeds}); {where} has {have / 2**30:.1f} GiB"
+  )
+  fit = int((MEMORY_SHARE * have - shared) // per_seed)
+  if config.num_seeds > 1 and fit >= 1:
+    _fail("num_seeds", config.num_seeds, f"{holding}: at most {fit} seeds fit")
+  if budget > MEMORY_SHARE * have - ds.train_x.nbytes - ds.test_x.nbytes:
+    _fail("memory_budget_mb", config.memory_budget_mb, holding)
+  _fail("model.widths", config.model.widths, holding)
+
+
+def _check_nesting(workdir, num_seeds):
+  """That the run folders a run writes (``workdir``, or ``workdir/seed_<s>`` for
+  several seeds) neither sit in nor hold another run folder: the report takes a folder
+  with config.json for a run and looks no deeper, so the inner runs would vanish."""
+  path = os.path.abspath(workdir)
+  above = path if num_seeds > 1 else os.path.dirname(path)
+  if os.path.isfile(os.path.join(above, run_folder.CONFIG)):
+    what = "the seed_<s> folders of this run" if num_seeds > 1 else "this run"
+    raise ConfigError(
+      f"workdir {workdir}: {above} holds a run ({run_folder.CONFIG}), and the report "
+      f"would not find {what} inside it; use a workdir outside that run"
     )
+  if num_seeds == 1 and os.path.isdir(path):
+    inner = sorted(
+      name
+      for name in os.listdir(path)
+      if run_folder.is_seed_dir(name)
+      and os.path.isfile(os.path.join(path, name, run_folder.CONFIG))
+    )
+    if inner:
+      raise ConfigError(
+        f"workdir {workdir}: holds the seed folders of a run of several seeds "
+        f"({', '.join(inner)}), which a run of one seed there would hide from the "
+        "report; resume them with their --config.seed and --config.num_seeds, or use "
+        "another workdir"
+      )
 
 
-def check_workdir(workdir):
-  """That ``workdir`` is, or can become, a writable directory with room for a run."""
+def check_workdir(workdir, num_seeds=1):
+  """That ``workdir`` is, or can become, a writable directory with room for a run of
+  ``num_seeds`` seeds, whose run folders do not nest in another run's."""
   path = os.path.abspath(workdir)
   if os.path.exists(path) and not os.path.isdir(path):
     raise ConfigError(f"workdir {workdir}: exists and is not a directory")
@@ -205,3 +240,4 @@ def check_workdir(workdir):
       f"workdir {workdir}: {free / 2**20:.0f} MiB free on its disk; "
       f"a run needs at least {MIN_FREE_DISK_BYTES // 2**20} MiB"
     )
+  _check_nesting(workdir, num_seeds)

@@ -7,54 +7,68 @@
 import os
 import signal
 import sys
+import traceback
 
 from absl import app, flags, logging
-from ml_collections import config_flags
 
-from gevb_jax import data, train
+from gevb_jax import cli_config, config_check, data, train
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for metrics, checkpoints and plots.")
 flags.mark_flags_as_required(["workdir"])
-config_flags.DEFINE_config_file(
-  "config", None, "Training configuration file.", lock_config=True
-)
-
-
-def _one_line(err):
-  text = str(err.__cause__ or err).replace("\\n", " ").replace("\\'", "'")
-  text = " ".join(text.split())
-  if len(text) > 1 and text[0] == text[-1] and text[0] in "'\"":
-    text = text[1:-1]  # A KeyError's repr inside an AttributeError.
-  return text
+cli_config.define()
 
 
 def parse_flags(argv):
-  """absl's parsing, with a config file's errors (a typo in a field, a missing file)
-  on one line instead of a traceback."""
+  """absl's parsing, with a bad flag or config file on one line instead of a
+  traceback."""
   try:
-    argv = FLAGS(argv)
-    FLAGS.config.to_dict()  # A config file's errors surface here, not later.
-    return argv
-  except flags.Error as err:
-    sys.exit(f"error: {_one_line(err)}; see --helpshort")
-  except (AttributeError, KeyError, OSError, TypeError, ValueError) as err:
-    sys.exit(f"error: bad --config: {_one_line(err)}")
+    return cli_config.parse(FLAGS, argv)
+  except cli_config.FlagError as err:
+    sys.exit(f"error: {err}; see --helpshort")
+  except config_check.ConfigError as err:
+    sys.exit(f"error: {err}")
 
 
 def _interrupt(signum, frame):
   raise KeyboardInterrupt
 
 
+def _in(names, path):
+  """Whether ``path`` lies in a package or module folder of one of ``names``."""
+  return any(f"{os.sep}{name}{os.sep}" in path for name in names)
+
+
+# orbax and the asyncio loop and TensorStore reads it drives.
+CHECKPOINT_LIBRARIES = ("orbax", "asyncio", "tensorstore")
+
+
+def _from_checkpoint_libraries(unraisable):
+  """Whether an exception Python could not raise (``sys.unraisablehook``) came from
+  orbax's reads: after a failed restore, TensorStore's callbacks meet a closed event
+  loop and coroutines are dropped, each printed with a traceback."""
+  files = [frame.filename for frame in traceback.extract_tb(unraisable.exc_traceback)]
+  code = getattr(unraisable.object, "cr_code", None)  # A coroutine's.
+  files += [code.co_filename] if code else []
+  return any(_in(CHECKPOINT_LIBRARIES, path) for path in files)
+
+
+def _quiet_libraries():
+  """Leaves orbax's failures to the trainer's one-line messages: its log records (with
+  tracebacks) and the exceptions its reads leave unraised are dropped."""
+  logging.set_verbosity(logging.WARNING)
+  logging.get_absl_handler().addFilter(lambda record: not _in(["orbax"], record.pathname))
+  hook = sys.unraisablehook
+  sys.unraisablehook = lambda unraisable: (
+    None if _from_checkpoint_libraries(unraisable) else hook(unraisable)
+  )
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not FLAGS["verbosity"].present:  # Library logs only when asked for.
-    logging.set_verbosity(logging.WARNING)
-    # orbax logs its own failures with tracebacks; the error line below says it all.
-    logging.get_absl_handler().addFilter(
-      lambda record: f"{os.sep}orbax{os.sep}" not in record.pathname
-    )
+    _quiet_libraries()
   logging.info("config:\n%s", FLAGS.config)
   signal.signal(signal.SIGTERM, _interrupt)  # Ends like Ctrl-C.
   try:
@@ -66,8 +80,14 @@ def main(argv):
     print(
       f"stopped; the same command resumes {FLAGS.workdir} from its last checkpoint",
       file=sys.stderr,
+      flush=True,
     )
-    sys.exit(130)
+    # Without Python's finalization: it tears down XLA's client under a compile still
+    # running in its threads, a stop in mid-compile crashed there (SIGSEGV). What the
+    # run wrote is on disk: saves hold the signal, the metrics and events are flushed
+    # row by row, and the kernel releases the workdir's lock.
+    sys.stdout.flush()
+    os._exit(130)
   if FLAGS.config.num_seeds == 1:
     summaries = [summaries]
   for seed, summary in enumerate(summaries, FLAGS.config.seed):

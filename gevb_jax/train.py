@@ -262,18 +262,27 @@ def _eval_line(row, seed=None):
 
 
 def seed_runs(config, workdir):
-  """``[(config, workdir)]`` of each seed a run of ``config`` trains: the config
+  """Yields ``(config, workdir)`` of each seed a run of ``config`` trains: the config
   itself in ``workdir`` for one seed; for several, seed ``s``'s config (``seed = s``,
-  ``num_seeds = 1``) in ``workdir/seed_<s>`` (``workdir.seed_dirs``)."""
+  ``num_seeds = 1``) in ``workdir/seed_<s>`` (``workdir.seed_dirs``). Lazy, as
+  ``seed_dirs`` is."""
   folders = run_folder.seed_dirs(workdir, config.seed, config.num_seeds)
   if config.num_seeds == 1:
-    return [(config, folders[0])]
-  runs = []
+    yield config, next(folders)
+    return
   for offset, folder in enumerate(folders):
     one = config.copy_and_resolve_references()
     one.seed, one.num_seeds = config.seed + offset, 1
-    runs.append((one, folder))
-  return runs
+    yield one, folder
+
+
+def _finished(config, workdir):
+  """Whether ``workdir`` holds this config's finished run (``WorkdirError`` when it
+  holds another config's and overwrite is off)."""
+  evaluates = functools.partial(_evaluates, config=config)
+  return not run_folder.claimable(config, workdir) and run_folder.complete(
+    workdir, evaluates
+  )
 
 
 def train_and_evaluate(config, workdir, ds=None):
@@ -290,15 +299,12 @@ def train_and_evaluate(config, workdir, ds=None):
   """
   config = config.copy_and_resolve_references()
   config_check.check_config(config)
-  config_check.check_workdir(workdir)
-  runs = seed_runs(config, workdir)
-  evaluates = functools.partial(_evaluates, config=config)
-  finished = [
-    not run_folder.claimable(c, w) and run_folder.complete(w, evaluates) for c, w in runs
-  ]
-  if all(finished):
+  config_check.check_workdir(workdir, config.num_seeds)
+  # Stops at the first unfinished seed: a huge num_seeds meets the memory check below
+  # before its folders are walked.
+  if all(_finished(c, w) for c, w in seed_runs(config, workdir)):
     print(f"{workdir} holds a finished run; nothing to do", flush=True)
-    summaries = [run_folder.read_summary(w) for _, w in runs]
+    summaries = [run_folder.read_summary(w) for _, w in seed_runs(config, workdir)]
     return summaries[0] if config.num_seeds == 1 else summaries
 
   mesh = make_mesh(config.num_seeds)
@@ -315,6 +321,8 @@ def train_and_evaluate(config, workdir, ds=None):
   net = network(config, ds.train_x.shape[1:], ds.num_classes)
   rules.check_rule(net, config.rule)
   config_check.check_memory(net, config, ds)
+  runs = list(seed_runs(config, workdir))
+  finished = [_finished(c, w) for c, w in runs]
   setup = _make_setup(config, mesh, ds, net)
   # Only a run that can start claims its workdirs: a bad value leaves them as they were.
   with contextlib.ExitStack() as locks:

@@ -27,6 +27,7 @@ import math
 import os
 import shutil
 import signal
+import threading
 
 import jax
 import numpy as np
@@ -75,13 +76,20 @@ def seed_dir(workdir, seed):
   return os.path.join(workdir, f"seed_{seed}")
 
 
+def is_seed_dir(name):
+  """Whether ``name`` is a folder name ``seed_dir`` gives."""
+  prefix, _, seed = name.partition("_")
+  return prefix == "seed" and seed.isascii() and seed.isdigit()
+
+
 def seed_dirs(workdir, seed, num_seeds):
-  """The run folder of each seed that a run of seeds ``seed``, ...,
+  """An iterator over the run folder of each seed that a run of seeds ``seed``, ...,
   ``seed + num_seeds - 1`` in ``workdir`` writes: ``workdir`` itself for one seed,
-  ``seed_dir`` of each for several."""
+  ``seed_dir`` of each for several. Lazy: a run checks what it can before it walks
+  ``num_seeds`` folders."""
   if num_seeds == 1:
-    return [workdir]
-  return [seed_dir(workdir, s) for s in range(seed, seed + num_seeds)]
+    return iter([workdir])
+  return (seed_dir(workdir, s) for s in range(seed, seed + num_seeds))
 
 
 def _path(workdir, name):
@@ -333,13 +341,38 @@ def _checksum_path(manager, epoch):
   return os.path.join(os.path.dirname(manager.directory), CHECKSUMS, str(epoch))
 
 
+# The signals that stop a run (the CLI turns both into KeyboardInterrupt).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def _stop_signals_held():
+  """Ctrl-C and SIGTERM that arrive in the block act when it ends: the first is sent
+  again then, to the handler it would have met. Python runs signal handlers in the
+  main thread whichever thread the kernel gave the signal, so holding them there
+  covers orbax's threads too, which a signal mask of the main thread did not."""
+  if threading.current_thread() is not threading.main_thread():
+    yield  # Only the main thread sets handlers, and only it is interrupted.
+    return
+  held = []
+  previous = {
+    signum: signal.signal(signum, lambda signum, frame: held.append(signum))
+    for signum in STOP_SIGNALS
+  }
+  try:
+    yield
+  finally:
+    for signum, handler in previous.items():
+      signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+  if held:
+    signal.raise_signal(held[0])
+
+
 def save(manager, epoch, state):
   """Checkpoints ``state`` as step ``epoch``, with its checksum beside it; checksums
-  of steps the manager has since let go are removed."""
-  # Ctrl-C and SIGTERM wait until the checkpoint and its checksum are on disk.
-  deferred = {signal.SIGINT, signal.SIGTERM}
-  signal.pthread_sigmask(signal.SIG_BLOCK, deferred)
-  try:
+  of steps the manager has since let go are removed. Ctrl-C and SIGTERM wait until
+  the checkpoint and its checksum are on disk."""
+  with _stop_signals_held():
     manager.save(epoch, args=ocp.args.StandardSave(state))
     path = _checksum_path(manager, epoch)
     os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -348,8 +381,6 @@ def save(manager, epoch, state):
     for name in os.listdir(os.path.dirname(path)):
       if name not in kept and not name.endswith(".tmp"):
         os.remove(os.path.join(os.path.dirname(path), name))
-  finally:
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, deferred)
 
 
 def _why_corrupt(manager, step, state):
@@ -377,6 +408,33 @@ def restore_step(manager, step, abstract_state):
   return None if _why_corrupt(manager, step, state) else state
 
 
+def _root_cause(err):
+  """The innermost cause of ``err`` on one line, without the spec of the store that
+  TensorStore appends (orbax's own wrapper names only a bound method)."""
+  while err.__cause__ is not None:
+    err = err.__cause__
+  first = (str(err).splitlines() or [""])[0]
+  return f"{type(err).__name__}: {first.split(' [tensorstore_spec')[0]}"
+
+
+def stored_state(workdir, step):
+  """The state checkpointed at epoch ``step`` in ``workdir``, in the shapes it was
+  stored with, on this process's first device, if it restores soundly
+  (``restore_step``: readable, finite, matching its checksum); else None. For looking
+  at a run from outside it."""
+  manager = checkpoint_manager(workdir, keep_period=1)
+  path = os.path.join(manager.directory, str(step), "default")
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  try:
+    stored = ocp.StandardCheckpointer().metadata(path).item_metadata
+  except Exception:  # pylint: disable=broad-except
+    return None
+  abstract = jax.tree_util.tree_map(
+    lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device), stored
+  )
+  return restore_step(manager, step, abstract)
+
+
 def restore(manager, abstract_state):
   """Latest sound checkpoint ``(epoch, state)``, falling back past unreadable,
   non-finite or checksum-failing ones (each deleted, with a one-line warning);
@@ -386,8 +444,7 @@ def restore(manager, abstract_state):
       state = manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
       why = _why_corrupt(manager, step, state)
     except Exception as err:  # pylint: disable=broad-except
-      first = (str(err).splitlines() or [""])[0]
-      why = f"is unreadable ({type(err).__name__}: {first})"
+      why = f"is unreadable ({_root_cause(err)})"
     if why is None:
       return step, state
     logging.warning(
@@ -490,7 +547,8 @@ class MetricWriter:
         self._tensorboard.add_scalar(key, value, row["step"])
       elif isinstance(value, dict):
         for layer, v in value.items():
-          self._tensorboard.add_scalar(f"{key}/{layer}", v, row["step"])
+          if isinstance(v, float):  # Not a NaN, which metrics.jsonl holds as null.
+            self._tensorboard.add_scalar(f"{key}/{layer}", v, row["step"])
 
   def close(self):
     self._tensorboard.close()

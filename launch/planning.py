@@ -9,8 +9,9 @@ trainer, runs either one seed of an experiment or all of them (packed: the train
 ``--config.num_seeds``); the run folders are the same either way, so packed and
 unpacked sweeps resume each other's runs.
 
-Planning reads nothing from disk but the grid file; ``adopt_old_folders`` then looks
-for the folders older sweeps made.
+Planning reads nothing from disk but the grid file; ``Job.check`` reads the config
+file to check a job's config as the trainer would, and ``adopt_old_folders`` looks for
+the folders older sweeps made.
 """
 
 import dataclasses
@@ -21,7 +22,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gevb_jax import arch_spec, grid
+from gevb_jax import arch_spec, cli_config, config_check, grid
 from gevb_jax import workdir as run_folder
 
 # Config keys that every experiment sets itself; overrides may not.
@@ -231,15 +232,11 @@ class Job:
     pids = {folder: run_folder.holder(folder) for folder in self.run_folders}
     return {folder: pid for folder, pid in pids.items() if pid}
 
-  def command(self, trainer_module="gevb_jax.main"):
-    """The command line that trains (or resumes) this job."""
+  def config_args(self):
+    """The trainer's ``--config`` flags of this job: its config file and fields."""
     e = self.experiment
     return [
-      sys.executable,
-      "-m",
-      trainer_module,
       f"--config={self.config}",
-      f"--workdir={self.workdir}",
       f"--config.model.arch={e.arch}",
       f"--config.model.vectorized={e.vectorized}",
       f"--config.model.nonneg={e.nonneg}",
@@ -249,6 +246,29 @@ class Job:
       *([f"--config.num_seeds={len(self.seeds)}"] if self.packed else []),
       *(f"--config.{key}={value}" for key, value in self.overrides),
     ]
+
+  def command(self, trainer_module="gevb_jax.main"):
+    """The command line that trains (or resumes) this job."""
+    config_file, *fields = self.config_args()
+    return [
+      sys.executable,
+      "-m",
+      trainer_module,
+      config_file,
+      f"--workdir={self.workdir}",
+      *fields,
+    ]
+
+  def check(self):
+    """Raises ValueError, naming the experiment and the flag or value, where the
+    trainer would refuse this job's config: its own parsing of the flags
+    (``cli_config``) and its own checks of the values (``config_check``), which need
+    no data (reads the config file)."""
+    try:
+      config = cli_config.read(self.config_args())
+      config_check.check_config(config.copy_and_resolve_references())
+    except ValueError as err:
+      raise ValueError(f"{self.experiment.name}: {err}") from None
 
 
 def plan(sweep_grid, seeds, root, overrides=None, *, pack_seeds):

@@ -76,14 +76,19 @@ JSON file holding one object with these keys:
                                 passed as --config.<key>=<value>
 
 e.g. {"config": "configs/default.py", "archs": ["fc"],
-"overrides": {"num_epochs": 2}}. `--set key=value` adds overrides on top.
+"overrides": {"num_epochs": 2}}. `--set key=value` adds overrides on top. Before
+anything runs (with --dry-run too), every job's config is read and checked as the
+trainer reads and checks it (gevb_jax.cli_config, gevb_jax.config_check): an unknown
+key or a bad value is refused in one line. Checks that need the data (a batch larger
+than the training set, the memory a run needs) are left to the trainer.
 
 Backends. `local` runs every job as its own subprocess pinned to one GPU by
 CUDA_VISIBLE_DEVICES: the unfinished jobs are dealt round-robin over --gpus, and
 each GPU runs --runs_per_gpu of its queue at a time (`--gpus=cpu` or empty: CPU
 only, --runs_per_gpu jobs at a time). A job's output is appended to log.txt in
 its --workdir: the run folder, or <experiment>/log.txt for a packed job. Ctrl-C
-stops the sweep together with its jobs, which share its process group. `slurm`
+stops the sweep together with its jobs, which share its process group, in one line
+(exit code 130); the same command resumes them. `slurm`
 writes <root>/sweep_tasks.txt (one command per unfinished job) and
 <root>/sweep.sbatch, a job array whose task i runs line i + 1; --submit hands it
 to sbatch. Do not rewrite the task file while an array of the same root is still
@@ -175,6 +180,8 @@ def jobs_from_flags():
   repeated = [folder for folder, count in counts.items() if count > 1]
   if repeated:
     raise ValueError(f"--grid={','.join(FLAGS.grid)} plans {repeated[0]} more than once")
+  for job in jobs:  # What would fail every job fails the plan.
+    job.check()
   return planning.adopt_old_folders(jobs)
 
 
@@ -263,7 +270,11 @@ def main(argv):
     ",".join(devices),
     FLAGS.runs_per_gpu,
   )
-  codes = local.run_local(assignments, FLAGS.runs_per_gpu, FLAGS.trainer_module)
+  try:
+    codes = local.run_local(assignments, FLAGS.runs_per_gpu, FLAGS.trainer_module)
+  except KeyboardInterrupt:  # The jobs, in the sweep's process group, got it too.
+    print("sweep: stopped with its jobs; the same command resumes them", file=sys.stderr)
+    return 130
   failed = {}
   for job in pending:
     if codes[job]:

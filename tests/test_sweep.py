@@ -6,8 +6,11 @@ import json
 import os
 import pathlib
 import shlex
+import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -53,10 +56,9 @@ SMALL_GRID = {"config": "configs/default.py", "archs": ["fc"], "kinds": ["vector
 
 @pytest.fixture(name="cwd")
 def fixture_cwd(tmp_path):
-  """A working directory with (empty) config files and the fake trainer."""
-  (tmp_path / "configs").mkdir()
-  for name in ("mnist", "cifar", "default"):
-    (tmp_path / "configs" / f"{name}.py").touch()
+  """A working directory with the config files (the planner reads them to check each
+  job's config as the trainer would) and the fake trainer."""
+  shutil.copytree(REPO / "configs", tmp_path / "configs")
   (tmp_path / "fake_trainer.py").write_text(FAKE_TRAINER)
   return tmp_path
 
@@ -352,11 +354,19 @@ def test_parse_gpus():
     (["--grid=table1", "--set", "num_seeds=2"], ["'num_seeds'", "--pack_seeds"]),
     (["--grid=bad.json"], ["'gevb'", '"dfa", "bp"']),
     (["--grid=table1", "--submit"], ["--backend=slurm"]),
+    # Issue 23: checked as the trainer checks them, not left to fail every job.
+    (["--grid=table1", "--dry-run", "--set", "batch_size=-5"], ["config.batch_size=-5"]),
+    (["--grid=table1", "--set", "num_epochz=1"], ["'num_epochz'", '"num_epochs"']),
+    (["--grid=table1", "--set", "batch_size=abc"], ["--config.batch_size=abc"]),
+    (["--grid=overrides.json"], ["config.learning_rate=-1.0: must be > 0"]),
   ],
 )
 def test_bad_input_exits_with_one_clear_line(cwd, args, words):
   (cwd / "bad.json").write_text(
     json.dumps({"config": "configs/default.py", "rules": {"conventional": ["gevb"]}})
+  )
+  (cwd / "overrides.json").write_text(
+    json.dumps({"config": "configs/default.py", "overrides": {"learning_rate": -1}})
   )
   result = run_sweep(cwd, *args, "--root=runs")
   assert result.returncode != 0
@@ -640,3 +650,45 @@ def test_a_job_with_a_run_folder_another_process_holds_is_not_started(cwd):
   assert all(
     len(calls(cwd / folder)) == 1 for job in jobs[1:] for folder in job.run_folders
   )
+
+
+# Stands in for a trainer that Ctrl-C stops: marks its start, then waits to be stopped.
+STOPPABLE_TRAINER = """
+import os, sys, time
+args = dict(a[2:].split('=', 1) for a in sys.argv[1:] if '=' in a)
+open(os.path.join(args['workdir'], 'started'), 'w').close()
+try:
+  time.sleep(120)
+except KeyboardInterrupt:
+  print('trainer stopped')
+  sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_the_sweep_and_its_jobs_in_one_line(cwd):
+  """Issue 23: the jobs stopped, but the sweep printed a 22-line KeyboardInterrupt
+  traceback."""
+  (cwd / "stoppable_trainer.py").write_text(STOPPABLE_TRAINER)
+  jobs = small_grid_jobs(cwd, 1)
+  env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{cwd}"}
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "launch.sweep", "--trainer_module=stoppable_trainer"]
+    + ["--grid=grid.json", "--seeds=1", "--root=runs", f"--runs_per_gpu={len(jobs)}"],
+    cwd=cwd,
+    env=env,
+    stdout=subprocess.PIPE,
+    stderr=subprocess.PIPE,
+    text=True,
+    start_new_session=True,  # Its own process group, as a terminal's Ctrl-C meets it.
+  )
+  started = [cwd / job.workdir / "started" for job in jobs]
+  deadline = time.time() + 60
+  while time.time() < deadline and not all(path.exists() for path in started):
+    time.sleep(0.05)
+  os.killpg(proc.pid, signal.SIGINT)
+  _, stderr = proc.communicate(timeout=60)
+  assert proc.returncode == 130
+  logged = [line for line in stderr.splitlines() if not line.startswith("I")]  # absl
+  assert logged == ["sweep: stopped with its jobs; the same command resumes them"]
+  for job in jobs:
+    assert (cwd / job.log).read_text().splitlines()[-1] == "trainer stopped"

@@ -76,3 +76,14 @@ def test_runs_from_before_the_released_flatten_pairing_keep_the_channel_pairing(
     assert changes == ["model.flatten_pairing: 'channels' -> 'released'"]
     config.model.flatten_pairing = "channels"
     assert workdir.config_changes(config, str(tmp_path)) == []
+
+
+def test_tensorboard_is_rebuilt_from_rows_with_a_layers_nan(tmp_path):
+  """A NaN in a per-layer dict (relative_std of a layer with no active unit) is null
+  in metrics.jsonl; rebuilding TensorBoard from it on resume once crashed the run."""
+  row = {"epoch": 0, "step": 0, "test_error": 0.5, "relative_std": {"a": None, "b": 1.5}}
+  _write_metrics(tmp_path, json.dumps(row) + "\n")
+  writer = workdir.MetricWriter(str(tmp_path), workdir.read_metrics(tmp_path))
+  writer.write({**row, "epoch": 1, "step": 10})
+  writer.close()
+  assert workdir.read_metrics(tmp_path) == [row, {**row, "epoch": 1, "step": 10}]
