@@ -27,7 +27,9 @@ ARGUMENTS = {
   "pool": ("p",),
   "flatten": (),
 }
-OPTIONAL = ("stride", "pad")
+# The arguments that may be left out, and their values then, from the others'.
+DEFAULTS = {"stride": lambda given: 1, "pad": lambda given: given["k"] // 2}
+OPTIONAL = tuple(DEFAULTS)
 # The items that carry weights (the rest pool or flatten).
 WEIGHTED = ("dense", "conv", "lc")
 
@@ -43,8 +45,9 @@ def usage(kind):
 
 
 GRAMMAR = (
-  f"a spec is comma-separated {', '.join(map(usage, ARGUMENTS))} (stride 1 and pad "
-  "k//2 unless given), the readout added after them"
+  f"an arch is one of {', '.join(grid.ARCHS)} (Tables 3-4) or a spec: comma-separated "
+  f"{', '.join(map(usage, ARGUMENTS))} (stride 1 and pad k//2 unless given), the "
+  "readout added after them"
 )
 
 _ITEM = re.compile(r"\s*([a-z]*)\s*(?:\(([^()]*)\))?\s*")
@@ -88,8 +91,7 @@ def _item(arch, token):
   token = token.strip()
   kind = _ITEM.match(token)[1]
   if kind not in ARGUMENTS:
-    paper = ", ".join(grid.ARCHS)
-    raise refuse(arch, token, f"is not a layer (nor is the arch one of {paper})")
+    raise refuse(arch, token, "is not a layer")
   names = ARGUMENTS[kind]
   match = _ITEM.fullmatch(token)
   text = ((match and match[2]) or "").strip()
@@ -100,11 +102,10 @@ def _item(arch, token):
     raise refuse(arch, token, f"does not read as {usage(kind)}")
   args = [int(v) for v in values]
   for name, value in zip(names, args):
-    if value < (0 if name == "pad" else 1):
-      raise refuse(arch, token, f"has {name} = {value}")
-  if kind in ("conv", "lc"):
-    defaults = [1, args[1] // 2]  # stride, pad
-    args += defaults[len(args) - 2 :]
+    if value == 0 and name != "pad":
+      raise refuse(arch, token, f"has {name} = 0")
+  given = dict(zip(names, args))
+  args += [DEFAULTS[name](given) for name in names[len(args) :]]
   return Item(kind, tuple(args), token)
 
 

@@ -20,10 +20,10 @@ def base_config():
   config.data.data_dir = ""  # TFDS data_dir
 
   config.model = ml_collections.ConfigDict()
-  config.model.arch = "fc"  # one of grid.ARCHS
+  config.model.arch = "fc"  # one of grid.ARCHS, or a layer spec (arch_spec)
   config.model.vectorized = True  # VNN (K = num_classes) or conventional (K = 1)
   config.model.nonneg = True  # weights of layers l > 1 kept >= 0
-  config.model.widths = config_dict.placeholder(tuple)  # None: Tables 3-4
+  config.model.widths = config_dict.placeholder(tuple)  # None: the arch's own
   # Outputs per class code: "onehot" (K = C, the paper's) or "binary" (ceil(log2 C)).
   config.model.output_code = "onehot"
   # ON/OFF input pairs of a conventional nonnegative conv/LC net's dense layer after the

@@ -378,7 +378,7 @@ def _paper_layers(arch, input_shape, vectorized):
   return table[arch]
 
 
-def hidden_layers(arch, input_shape, vectorized):
+def _hidden_layers(arch, input_shape, vectorized):
   """``(name, layers, tokens)``: the hidden layers of a paper name (``grid.ARCHS``), a
   spec (``arch_spec``) or a tuple of ``layers`` objects, the architecture's name (a
   tuple's is its spec) and each layer as its spec item (as written in a spec)."""
@@ -446,6 +446,7 @@ def _check_shapes(name, layers, tokens, input_shape):
 
 
 def _check_options(num_classes, vectorized, backward_kernels, output_code, pairing):
+  """Refuses a value of ``make_network``'s other arguments, naming it."""
   if num_classes < 2:
     raise ValueError(f"num_classes must be at least 2, got {num_classes}")
   if backward_kernels not in ("", "fixed", "learned"):
@@ -512,7 +513,7 @@ def make_network(
   input_shape = tuple(int(s) for s in input_shape)
   if len(input_shape) != 3:
     raise ValueError(f"input_shape must be (H, W, C), got {input_shape}")
-  name, hidden, tokens = hidden_layers(arch, input_shape, vectorized)
+  name, hidden, tokens = _hidden_layers(arch, input_shape, vectorized)
   _check_options(num_classes, vectorized, backward_kernels, output_code, flatten_pairing)
   hidden, tokens = _with_widths(name, hidden, tokens, widths, nonneg)
   readout = L.Dense(

@@ -1,6 +1,15 @@
 """The paper's optimizer (Appendix I): Adam, then projection of the nonnegative leaves."""
 
+import jax
 import optax
+
+
+def _by_leaf(params, fn):
+  """``fn(layer name, leaf name)`` at every leaf of ``params``, in its containers
+  (dicts, or the ``nnx.State`` of ``gevb_jax.nnx.Model``, whose path is the same)."""
+  return jax.tree_util.tree_map_with_path(
+    lambda path, _: fn(path[0].key, path[1].key), params
+  )
 
 
 def nonneg_mask(net, params):
@@ -10,15 +19,14 @@ def nonneg_mask(net, params):
   Biases and the first layer's weights are never projected.
   """
   first = net.weighted[0].name
-  return {
-    name: {leaf: net.nonneg and leaf in ("w", "w_back") and name != first for leaf in p}
-    for name, p in params.items()
-  }
+  return _by_leaf(
+    params, lambda name, leaf: net.nonneg and leaf in ("w", "w_back") and name != first
+  )
 
 
 def _kernels(params):
   """True for the weights and backward kernels, False for the biases."""
-  return {name: {leaf: leaf != "b" for leaf in p} for name, p in params.items()}
+  return _by_leaf(params, lambda name, leaf: leaf != "b")
 
 
 def make_optimizer(net, learning_rate=3e-4, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0):

@@ -6,15 +6,22 @@ import re
 
 import jax
 import numpy as np
+from flax import nnx
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 README = os.path.join(ROOT, "README.md")
 CI_RUN = os.path.join(ROOT, ".ci", "run")
 
 
-def test_readme_library_snippet():
+def _snippets():
+  """The library snippet and the NNX training loop."""
   with open(README) as f:
-    (snippet,) = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+    library, nnx_loop = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+  return library, nnx_loop
+
+
+def test_readme_library_snippet():
+  snippet, _ = _snippets()
   namespace = {}
   exec(snippet, namespace)  # pylint: disable=exec-used
   assert namespace["logits"].shape == (32, 10)
@@ -46,3 +53,21 @@ def test_readme_gpu_install_line_names_setup_cfgs_cuda_extra():
   config.read(os.path.join(ROOT, "setup.cfg"))
   requirements = config["options.extras_require"][extra].split()
   assert requirements == ["jax[cuda12]>=0.5"]
+
+
+def test_readme_nnx_training_loop():
+  _, snippet = _snippets()
+  namespace = {}
+  exec(snippet, namespace)  # pylint: disable=exec-used
+  losses, net = namespace["losses"], namespace["net"]
+  assert losses[-1] < 0.9 * losses[0]  # It trains.
+  assert namespace["logits"].shape == (32, 10)
+  variables = namespace["variables"]
+  shapes = jax.eval_shape(net.init, jax.random.key(0))
+  assert jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, shapes)
+  # The gates were not trained; the nonnegative weights stayed >= 0.
+  initial = net.init(nnx.Rngs(0).params())
+  np.testing.assert_array_equal(
+    variables["fixed"]["conv_0"]["t"], initial["fixed"]["conv_0"]["t"]
+  )
+  assert (np.asarray(variables["params"]["dense_0"]["w"]) >= 0).all()
