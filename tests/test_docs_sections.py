@@ -432,3 +432,30 @@ def test_width_section_is_the_alignment_vs_width_table_and_figure(tmp_path):
   assert png.read_bytes().startswith(PNG_MAGIC)
   with pytest.raises(sections.SectionError, match="cannot be read"):
     sections.render(context, sections.parse_spec("width nowhere"), tmp_path)
+
+
+def test_committed_docs_are_what_the_committed_results_give(tmp_path):
+  """README.md and docs/reproduction.md hold what results/ gives, section by
+  section; a number changed by hand in README's results table fails the check,
+  naming that section."""
+  assert report.check_docs(REPO / "results", REPO) == []
+  copy = tmp_path / "repo"
+  (copy / "docs").mkdir(parents=True)
+  shutil.copy(REPO / "README.md", copy / "README.md")
+  shutil.copytree(REPO / "docs" / "figures", copy / "docs" / "figures")
+  lines = (copy / "README.md").read_text().splitlines(keepends=True)
+  found, _ = docs.find_sections(lines, "README.md")
+  table = next(s for s in found if s.spec.startswith("table "))
+  row = next(
+    i
+    for i in range(table.start + 1, table.end)
+    if re.search(r"\| \**\d+\.\d\d", lines[i])
+  )
+  lines[row] = re.sub(
+    r"(\d)\.(\d\d)", lambda m: f"{(int(m[1]) + 1) % 10}.{m[2]}", lines[row], count=1
+  )
+  (copy / "README.md").write_text("".join(lines))
+  assert report.check_docs(REPO / "results", copy) == [
+    f"README.md:{table.start + 1}: section '{table.spec}' differs from what "
+    f"{REPO / 'results'} gives"
+  ]
