@@ -32,6 +32,12 @@ def stack(trees):
   return jax.tree.map(lambda *v: jnp.stack(v), *trees)
 
 
+def in_turn(num_seeds, mesh):
+  """Whether ``over_seeds`` runs ``num_seeds`` seeds one after the other on ``mesh``
+  (several seeds on one CPU device), so that they take ``num_seeds`` times one's time."""
+  return num_seeds > 1 and mesh.shape["seeds"] == 1 and layers.tuned_for_cpu()
+
+
 def over_seeds(fn, num_seeds, in_axes, mesh):
   """``fn`` over stacked seeds: the arguments with an axis in ``in_axes`` and every
   output gain a leading seed axis ``S = num_seeds``.
@@ -43,11 +49,11 @@ def over_seeds(fn, num_seeds, in_axes, mesh):
   against 520 in turn (conv DFA 1100 against 2000; benchmarks/README.md). One seed
   runs ``fn`` itself on the squeezed arguments.
   """
-  if num_seeds > 1 and (mesh.shape["seeds"] > 1 or not layers.tuned_for_cpu()):
+  if num_seeds > 1 and not in_turn(num_seeds, mesh):
     return jax.vmap(fn, in_axes=in_axes, spmd_axis_name="seeds")
   if num_seeds > 1:
 
-    def in_turn(*args):
+    def turns(*args):
       def one(seeded):  # This seed's entries of the arguments with a seed axis.
         it = iter(seeded)
         return fn(*(a if axis is None else next(it) for a, axis in zip(args, in_axes)))
@@ -55,7 +61,7 @@ def over_seeds(fn, num_seeds, in_axes, mesh):
       seeded = tuple(a for a, axis in zip(args, in_axes) if axis is not None)
       return jax.lax.map(one, seeded)
 
-    return in_turn
+    return turns
 
   def one_seed(*args):
     return stack(

@@ -6,8 +6,9 @@ rule, output code and the job's number of seeds; a nonnegative and a mixed-sign 
 differ only in a clip and are timed once) is built as the trainer builds it, on the
 first device of --gpus pinned as the local backend pins a job (``local.device_env``),
 and timed there: its initial state and the trainer's compiled chunk of steps
-(``train.make_train_chunk``, all the job's seeds in one program), then one-step calls
-of it, then its evaluation step on one batch of the size the run would evaluate in.
+(``train.make_train_chunk``, all the job's seeds in one program, or one of them
+where the seeds take turns), then one-step calls of it, then its evaluation step on
+one batch of the size the run would evaluate in.
 A job then takes
 
   compile + epochs x steps per epoch x step + evaluations x batches per evaluation
@@ -37,7 +38,7 @@ from jax.sharding import PartitionSpec as P
 from ml_collections import config_flags
 
 from gevb_jax import data, evaluation, train
-from gevb_jax.seeds import make_mesh
+from gevb_jax.seeds import in_turn, make_mesh
 from launch import local
 
 # Each timing lasts at least this long (a few calls of a fast step), or one call.
@@ -109,9 +110,25 @@ def _best_of_calls(call):
   return best
 
 
-def measure(config, shape):
+def measure(config, shape, time_program=None):
   """The ``Timing`` of ``config``'s network and seeds on this process's devices, on
-  random images of ``shape`` (``data.split_shape``)."""
+  random images of ``shape`` (``data.split_shape``), by ``time_program`` (default
+  ``measure_program``). Where the seeds take turns (``seeds.in_turn``: several seeds
+  on one CPU device), one seed is timed and its step and evaluation counted
+  ``num_seeds`` times: the seeds' program runs one seed's after another, and timing
+  it whole made a 5-seed grid's estimate take 5 times as long."""
+  time_program = time_program or measure_program
+  seeds = config.num_seeds
+  if not in_turn(seeds, make_mesh(seeds)):
+    return time_program(config, shape)
+  one = config.copy_and_resolve_references()
+  one.num_seeds = 1
+  timing = time_program(one, shape)
+  return timing._replace(step_s=seeds * timing.step_s, eval_s=seeds * timing.eval_s)
+
+
+def measure_program(config, shape):
+  """The ``Timing`` of ``config``'s network and seeds as one program."""
   _, _, image_shape, num_classes = shape
   seeds, batch = config.num_seeds, config.batch_size
   mesh = make_mesh(seeds)

@@ -93,3 +93,22 @@ def test_sweep_estimate_times_the_grid_and_starts_nothing(tmp_path):
   assert cells[1] == "2" and float(cells[2]) > 0  # 2 jobs; seconds per step.
   assert "Expected wall time of 2 jobs (6 runs): " in done.stdout
   assert "(cpu: " in done.stdout and not root.exists()
+
+
+@pytest.mark.parametrize("in_turn", [True, False])
+def test_seeds_that_take_turns_are_timed_as_one_seed_counted_each(monkeypatch, in_turn):
+  calls = []
+
+  def time_program(config, shape):
+    calls.append(config.num_seeds)
+    return estimate.Timing(step_s=0.5, eval_s=0.25, eval_batch=100, compile_s=3.0)
+
+  monkeypatch.setattr(estimate, "in_turn", lambda seeds, mesh: in_turn)
+  config = default_config.get_config()
+  config.num_seeds = 3
+  timing = estimate.measure(config, DIGITS, time_program)
+  if in_turn:  # One seed's program, its step and evaluation 3 times over.
+    assert calls == [1] and config.num_seeds == 3
+    assert timing == estimate.Timing(1.5, 0.75, 100, 3.0)
+  else:  # Vmapped seeds: their program as it is.
+    assert calls == [3] and timing == estimate.Timing(0.5, 0.25, 100, 3.0)
