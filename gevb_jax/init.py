@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gevb_jax import layers as L
+
 # How a conventional nonnegative net's weighted layer right after a flatten of a conv/LC
 # stack pairs its inputs as ON/OFF (``released_flatten_order``): "released" as the
 # authors' code does, in its (C, H, W) flatten order; "channels" ON/OFF channel pairs,
@@ -187,3 +189,78 @@ def dfa_feedback(key, num_classes, out_shapes, nonneg):
       b = b.reshape(num_classes, c, h, w).transpose(0, 2, 3, 1).reshape(num_classes, n)
     out.append(b)
   return out
+
+
+def network_variables(net, rng):
+  """A ``models.Network``'s initial variables: ``{"params": {name: {w, b[, w_back]}},
+  "fixed": {name: {t[, feedback][, w_back]}}}``.
+
+  Mixed-sign networks get He weights; nonnegative ones ON/OFF weights (Eq. 16),
+  whose input pairs after a flatten follow ``net.flatten_pairing``
+  (``released_orders``); in both the first weighted layer has std
+  ``1 / sqrt(fan_in)``. Biases start at zero. ``fixed`` holds what is drawn once and
+  never trained: gating vectors for every hidden layer and, in conventional networks,
+  each layer's slice of the one DFA feedback matrix. With ``net.backward_kernels``,
+  every weighted layer past the first also gets ``w_back``, a kernel shaped and drawn
+  like its weights.
+  """
+  params, fixed = {}, {}
+  k, orders = net.num_components, released_orders(net)
+  rng_layers, rng_feedback = jax.random.split(rng)
+  for index, info in enumerate(net.weighted):
+    key_w, key_t = jax.random.split(jax.random.fold_in(rng_layers, index))
+    w = _kernel(net, orders, key_w, info, info.first)
+    b = jnp.zeros((k, *info.layer.bias_shape(info.out_shape)), jnp.float32)
+    params[info.name] = {"w": w, "b": b}
+    if not info.readout:
+      fixed[info.name] = {
+        "t": gating_vectors(key_t, k, info.out_shape[-1], net.vectorized)
+      }
+  if not net.vectorized:
+    shapes = [info.out_shape for info in net.hidden]
+    feedback = dfa_feedback(rng_feedback, net.num_outputs, shapes, net.nonneg)
+    for info, b in zip(net.hidden, feedback):
+      fixed[info.name]["feedback"] = b
+  if net.backward_kernels:
+    # Drawn like the layer's own weights, from keys of their own: the network's other
+    # variables are those of a net without backward kernels.
+    where = params if net.backward_kernels == "learned" else fixed
+    for index, info in enumerate(net.weighted[1:], 1):
+      key = jax.random.fold_in(rng_feedback, index)
+      where.setdefault(info.name, {})["w_back"] = _kernel(net, orders, key, info, False)
+  return {"params": params, "fixed": fixed}
+
+
+def released_orders(net):
+  """``{layer name: input order}`` for the weighted layers whose ON/OFF input pairs
+  are the released code's: a conventional nonnegative net's layer right after the
+  flatten of a conv/LC stack, under ``flatten_pairing="released"``. A kernel drawn
+  with adjacent input pairs becomes that layer's with ``kernel[order]``
+  (``released_flatten_order``). Vectorized nets flatten in (H, W, C) order in the
+  released code too, and a flatten of the raw image feeds the mixed-sign first layer:
+  neither is here.
+  """
+  if net.vectorized or not net.nonneg or net.flatten_pairing != "released":
+    return {}
+  return {
+    info.name: released_flatten_order(before.in_shape)
+    for before, info in zip(net.info, net.info[1:])
+    if isinstance(before.layer, L.Flatten)
+    and len(before.in_shape) == 3
+    and hasattr(info.layer, "lin")
+    and not info.first
+  }
+
+
+def _kernel(net, orders, key, info, first):
+  """A weighted layer's kernel: ON/OFF (Eq. 16) in a nonnegative net, He otherwise;
+  the first layer's carries the K axis before its outputs."""
+  shape = info.layer.kernel_shape(info.in_shape)
+  if info.first:
+    shape = (*shape[:-1], net.num_components, shape[-1])
+  fan_in = info.layer.fan_in(info.in_shape)
+  if not net.nonneg:
+    return mixed_sign_kernel(key, shape, fan_in, first=first)
+  w = on_off_kernel(key, shape, fan_in, in_axis=info.layer.in_axis, first=first)
+  order = orders.get(info.name)
+  return w if order is None else w[order]

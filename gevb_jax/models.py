@@ -10,9 +10,6 @@ import functools
 import math
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
-
 from gevb_jax import arch_spec, output_codes
 from gevb_jax import init as initializers
 from gevb_jax import layers as L
@@ -88,6 +85,36 @@ class LayerInfo(NamedTuple):
 FUSED_KERNEL_MAX_BYTES = 16 * 2**20
 
 
+def layer_infos(layers, input_shape, num_components):
+  """Each layer's ``LayerInfo``, in order, for a net of ``num_components`` (K)
+  components per unit on inputs of ``input_shape``."""
+  out, shape, first, counts = [], tuple(input_shape), True, {}
+  for i, layer in enumerate(layers):
+    readout = i == len(layers) - 1
+    out_shape = layer.out_shape(shape)
+    if readout:
+      name = "readout"
+    else:
+      index = counts.get(layer.kind, 0)
+      counts[layer.kind] = index + 1
+      name = f"{layer.kind}_{index}"
+    weighted = hasattr(layer, "lin")
+    following = layers[i + 1] if i + 1 < len(layers) else None
+    fused_pool = None
+    if weighted and first and isinstance(following, L.AvgPool):
+      kernel_bytes = 4 * num_components * math.prod(layer.kernel_shape(shape))
+      fits = num_components > 1 and kernel_bytes <= FUSED_KERNEL_MAX_BYTES
+      fused_pool = following if fits and L.tuned_for_cpu() else None
+    out.append(
+      LayerInfo(
+        name, layer, shape, out_shape, weighted and first, readout, not first, fused_pool
+      )
+    )
+    first = first and not weighted
+    shape = out_shape
+  return tuple(out)
+
+
 @dataclasses.dataclass(frozen=True)
 class Network:
   """A vectorized (K = num_classes) or conventional (K = 1) gated network."""
@@ -132,43 +159,8 @@ class Network:
 
   @functools.cached_property
   def info(self):
-    """Per-layer names and shapes, in order."""
-    out, shape, first, counts = [], tuple(self.input_shape), True, {}
-    for i, layer in enumerate(self.layers):
-      readout = i == len(self.layers) - 1
-      out_shape = layer.out_shape(shape)
-      if readout:
-        name = "readout"
-      else:
-        index = counts.get(layer.kind, 0)
-        counts[layer.kind] = index + 1
-        name = f"{layer.kind}_{index}"
-      weighted = hasattr(layer, "lin")
-      fused_pool = None
-      following = self.layers[i + 1] if i + 1 < len(self.layers) else None
-      if weighted and first and isinstance(following, L.AvgPool):
-        kernel_bytes = 4 * self.num_components * math.prod(layer.kernel_shape(shape))
-        if (
-          self.num_components > 1
-          and kernel_bytes <= FUSED_KERNEL_MAX_BYTES
-          and L.tuned_for_cpu()
-        ):
-          fused_pool = following
-      out.append(
-        LayerInfo(
-          name,
-          layer,
-          shape,
-          out_shape,
-          weighted and first,
-          readout,
-          not first,
-          fused_pool,
-        )
-      )
-      first = first and not weighted
-      shape = out_shape
-    return tuple(out)
+    """Per-layer names and shapes, in order (``layer_infos``)."""
+    return layer_infos(self.layers, self.input_shape, self.num_components)
 
   @property
   def widest_activation(self):
@@ -185,87 +177,10 @@ class Network:
     """The gated hidden layers' infos (everything weighted but the readout)."""
     return self.weighted[:-1]
 
-  @functools.cached_property
-  def released_orders(self):
-    """``{layer name: input order}`` for the weighted layers whose ON/OFF input pairs
-    are the released code's: a conventional nonnegative net's layer right after the
-    flatten of a conv/LC stack, under ``flatten_pairing="released"``. A kernel drawn
-    with adjacent input pairs becomes that layer's with ``kernel[order]``
-    (``init.released_flatten_order``). Vectorized nets flatten in (H, W, C) order in
-    the released code too, and a flatten of the raw image feeds the mixed-sign first
-    layer: neither is here.
-    """
-    if self.vectorized or not self.nonneg or self.flatten_pairing != "released":
-      return {}
-    return {
-      info.name: initializers.released_flatten_order(before.in_shape)
-      for before, info in zip(self.info, self.info[1:])
-      if isinstance(before.layer, L.Flatten)
-      and len(before.in_shape) == 3
-      and hasattr(info.layer, "lin")
-      and not info.first
-    }
-
-  def _kernel(self, key, info, first):
-    """A weighted layer's kernel: ON/OFF (Eq. 16) in a nonnegative net, He otherwise."""
-    shape = self.kernel_shape(info)
-    fan_in = info.layer.fan_in(info.in_shape)
-    if not self.nonneg:
-      return initializers.mixed_sign_kernel(key, shape, fan_in, first=first)
-    w = initializers.on_off_kernel(
-      key, shape, fan_in, in_axis=info.layer.in_axis, first=first
-    )
-    order = self.released_orders.get(info.name)
-    return w if order is None else w[order]
-
-  def kernel_shape(self, info):
-    shape = info.layer.kernel_shape(info.in_shape)
-    if info.first:
-      return (*shape[:-1], self.num_components, shape[-1])
-    return shape
-
   def init(self, rng):
-    """Variables: ``{"params": {name: {w, b[, w_back]}}, "fixed": {name: {t[,
-    feedback][, w_back]}}}``.
-
-    Mixed-sign networks get He weights; nonnegative ones ON/OFF weights (Eq. 16),
-    whose input pairs after a flatten follow ``flatten_pairing``
-    (``released_orders``); in both the first weighted layer has std
-    ``1 / sqrt(fan_in)`` (see ``init.py``).
-    Biases start at zero. ``fixed`` holds what is drawn once and never trained: gating
-    vectors for every hidden layer and, in conventional networks, each layer's slice
-    of the one DFA feedback matrix. With ``backward_kernels``, every weighted layer
-    past the first also gets ``w_back``, a kernel shaped and drawn like its weights.
-    """
-    params, fixed = {}, {}
-    k = self.num_components
-    rng_layers, rng_feedback = jax.random.split(rng)
-    for index, info in enumerate(self.weighted):
-      key_w, key_t = jax.random.split(jax.random.fold_in(rng_layers, index))
-      w = self._kernel(key_w, info, info.first)
-      b = jnp.zeros((k, *info.layer.bias_shape(info.out_shape)), jnp.float32)
-      params[info.name] = {"w": w, "b": b}
-      if not info.readout:
-        fixed[info.name] = {
-          "t": initializers.gating_vectors(key_t, k, info.out_shape[-1], self.vectorized)
-        }
-    if not self.vectorized:
-      feedback = initializers.dfa_feedback(
-        rng_feedback,
-        self.num_outputs,
-        [info.out_shape for info in self.hidden],
-        self.nonneg,
-      )
-      for info, b in zip(self.hidden, feedback):
-        fixed[info.name]["feedback"] = b
-    if self.backward_kernels:
-      # Drawn like the layer's own weights, from keys of their own: the network's other
-      # variables are those of a net without backward kernels.
-      where = params if self.backward_kernels == "learned" else fixed
-      for index, info in enumerate(self.weighted[1:], 1):
-        key = jax.random.fold_in(rng_feedback, index)
-        where.setdefault(info.name, {})["w_back"] = self._kernel(key, info, False)
-    return {"params": params, "fixed": fixed}
+    """The initial variables, as the released code draws them
+    (``init.network_variables``)."""
+    return initializers.network_variables(self, rng)
 
   def apply(self, variables, x, taps=None):
     """Plain forward pass: logits ``(B, num_outputs)`` for images ``(B, H, W, C)``.
