@@ -380,6 +380,32 @@ def test_figure_links_and_names(results, tmp_path):
     render("figure cluster_quality digits archs=fc")
 
 
+def test_a_spec_built_net_passes_a_figure_without_an_archs_filter(tmp_path):
+  """A folder holding only nets built from a layer spec draws its figure; an
+  ``archs=`` filter naming the paper's nets leaves nothing to draw."""
+  spec = "conv(4,3),pool(2),flatten,dense(8)"
+  for rule in ("gevb", "bp"):
+    experiment = grid.Experiment(spec, True, True, rule)
+    _write_run(
+      tmp_path,
+      30,
+      0,
+      workdir=_run_folder(tmp_path, "deep", experiment, 0),
+      experiment=experiment,
+    )
+  context = sections.Context(tmp_path, tmp_path / "figures", "draw")
+
+  def render(marker):
+    return sections.render(context, sections.parse_spec(marker), tmp_path)
+
+  assert render("figure curves deep file=deep.png") == (
+    "![Digits learning curves](figures/deep.png)\n"
+  )
+  assert (tmp_path / "figures" / "deep.png").read_bytes().startswith(PNG_MAGIC)
+  with pytest.raises(sections.SectionError, match="no run under deep passes"):
+    render("figure curves deep archs=conv,lc file=other.png")
+
+
 def test_angles_show_each_layer_at_epoch_0_and_at_the_end(results, tmp_path):
   """angles: a row per hidden layer, the mean ± std over seeds of its angle and its
   sign agreement at epoch 0 and at the last evaluation, from metrics.jsonl."""

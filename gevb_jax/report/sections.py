@@ -178,7 +178,10 @@ def _column_kept(column, filters):
 
 
 def _experiment_kept(experiment, filters):
-  return experiment.arch in filters.get("archs", ARCHS) and _column_kept(
+  """Whether ``experiment`` passes ``filters``; without ``archs=``, a net built from a
+  layer spec passes as the paper's do."""
+  archs = filters.get("archs")
+  return (archs is None or experiment.arch in archs) and _column_kept(
     experiment.column, filters
   )
 
