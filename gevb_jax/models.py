@@ -395,16 +395,12 @@ def make_network(
   shape and class count.
 
   Args:
-    arch: a paper name, "fc", "conv" or "lc" (one-channel inputs get Table 3's layers
-      (MNIST), three-channel inputs Table 4's (CIFAR-10), except that the vectorized
-      LC net's dense layer is 256 wide, as in the released code); a layer spec such as
-      ``"conv(32,3),pool(2),flatten,dense(256)"`` (``arch_spec``: stride 1 and pad
-      ``k // 2`` unless given); or a tuple of ``layers`` objects. A readout is added
-      after the layers.
-    input_shape: ``(H, W, C)``.
-    num_classes: number of classes.
-    vectorized: vector units (VNN, K = the number of outputs) or conventional
-      (K = 1).
+    arch: "fc", "conv" or "lc" (Table 3's layers for one-channel inputs, Table 4's for
+      three; the vectorized LC net's dense layer 256 wide, as released); a layer spec,
+      ``"conv(32,3),pool(2),flatten,dense(256)"`` (``arch_spec``); or a tuple of
+      ``layers`` objects. A readout is added after the layers.
+    input_shape: ``(H, W, C)``; num_classes: number of classes.
+    vectorized: vector units (VNN, K = the number of outputs) or conventional (K = 1).
     nonneg: nonnegative weights past the first layer, ON/OFF initialised; every
       hidden weighted layer's width must then be even (ON/OFF pairs).
     widths: optional widths (units or channels) replacing those of the hidden
@@ -413,10 +409,9 @@ def make_network(
       (K = ceil(log2 num_classes), Section 7): ``output_codes``.
     backward_kernels: "" (none), "fixed" or "learned": see ``Network``; only for
       conventional networks. ``rules.backward_kernels(rule)`` says which a rule needs.
-    flatten_pairing: "released" or "channels" (``init.FLATTEN_PAIRINGS``): which
-      inputs of a conventional nonnegative conv/LC net's dense layer after the flatten
-      are ON/OFF pairs, the released code's (``init.released_flatten_order``) or
-      ON/OFF channels. Other nets pair channels either way.
+    flatten_pairing: "released" or "channels" (``init.FLATTEN_PAIRINGS``): the ON/OFF
+      pairs of a conventional nonnegative conv/LC net's dense layer after the flatten,
+      the released code's (``init.released_flatten_order``) or ON/OFF channels.
 
   Returns:
     A :class:`Network`.

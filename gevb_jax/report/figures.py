@@ -144,6 +144,40 @@ def alignment_panels(runs, dataset, column):
   return panels
 
 
+def _alignment_panel(ax, arch, arch_runs):
+  """One panel of ``plot_alignment``: each hidden layer's mean angle over epochs."""
+  layers = list(
+    dict.fromkeys(
+      layer for run in arch_runs for m in run.metrics for layer in m.get("alignment", {})
+    )
+  )
+  colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(layers)))
+  for layer, color in zip(layers, colors):
+    epochs, mean, std = mean_std_by_epoch(
+      (m["epoch"], m["alignment"][layer])
+      for run in arch_runs
+      for m in run.metrics
+      if layer in m.get("alignment", {})
+    )
+    ax.errorbar(
+      epochs,
+      mean,
+      yerr=std,
+      color=color,
+      marker="o",
+      markersize=3,
+      capsize=2,
+      label=layer,
+    )
+  # 0-90 degrees, or up to the largest angle past 90 (updates pointing uphill).
+  top = max(90, 15 * math.ceil(max(line.get_ydata().max() for line in ax.lines) / 15))
+  ax.set_ylim(0, top)
+  ax.set_yticks(range(0, top + 1, 15))
+  ax.set_title(arch_name(arch))
+  ax.set_xlabel("epoch")
+  ax.legend(title="early → late", fontsize="small")
+
+
 def plot_alignment(runs, dataset, column, path):
   """Fig. 2: per-layer angle between a rule's update and the gradient.
 
@@ -167,39 +201,7 @@ def plot_alignment(runs, dataset, column, path):
   fig = figure.Figure(figsize=(4.5 * len(panels), 4), layout="constrained")
   axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
   for ax, (arch, arch_runs) in zip(axes, panels.items()):
-    layers = list(
-      dict.fromkeys(
-        layer
-        for run in arch_runs
-        for m in run.metrics
-        for layer in m.get("alignment", {})
-      )
-    )
-    colors = matplotlib.colormaps["viridis"](np.linspace(0, 0.9, len(layers)))
-    for layer, color in zip(layers, colors):
-      epochs, mean, std = mean_std_by_epoch(
-        (m["epoch"], m["alignment"][layer])
-        for run in arch_runs
-        for m in run.metrics
-        if layer in m.get("alignment", {})
-      )
-      ax.errorbar(
-        epochs,
-        mean,
-        yerr=std,
-        color=color,
-        marker="o",
-        markersize=3,
-        capsize=2,
-        label=layer,
-      )
-    # 0-90 degrees, or up to the largest angle past 90 (updates pointing uphill).
-    top = max(90, 15 * math.ceil(max(line.get_ydata().max() for line in ax.lines) / 15))
-    ax.set_ylim(0, top)
-    ax.set_yticks(range(0, top + 1, 15))
-    ax.set_title(arch_name(arch))
-    ax.set_xlabel("epoch")
-    ax.legend(title="early → late", fontsize="small")
+    _alignment_panel(ax, arch, arch_runs)
   axes[0].set_ylabel("alignment angle (°)")
   fig.suptitle(
     f"{dataset_name(dataset)}: {column.label} in {column.kind} networks, "
