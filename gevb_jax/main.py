@@ -53,11 +53,21 @@ def _from_checkpoint_libraries(unraisable):
   return any(_in(CHECKPOINT_LIBRARIES, path) for path in files)
 
 
+def _from_orbax(record):
+  """Whether a log record reports a failure of orbax's: its own records (with
+  tracebacks), and asyncio's "Task exception was never retrieved" for an orbax read
+  that failed beside the one the restore raised, logged whenever the garbage
+  collector gets to that task."""
+  return _in(["orbax"], record.pathname) or (
+    record.name == "asyncio" and _in(["orbax"], record.getMessage())
+  )
+
+
 def _quiet_libraries():
   """Leaves orbax's failures to the trainer's one-line messages: its log records (with
   tracebacks) and the exceptions its reads leave unraised are dropped."""
   logging.set_verbosity(logging.WARNING)
-  logging.get_absl_handler().addFilter(lambda record: not _in(["orbax"], record.pathname))
+  logging.get_absl_handler().addFilter(lambda record: not _from_orbax(record))
   hook = sys.unraisablehook
   sys.unraisablehook = lambda unraisable: (
     None if _from_checkpoint_libraries(unraisable) else hook(unraisable)
