@@ -194,9 +194,8 @@ def print_estimate(assignments, devices):
   return 0
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError("Too many command-line arguments.")
+def _check_flags():
+  """The jobs and devices the flags name; refused in one line."""
   try:
     jobs = jobs_from_flags()
     devices = local.parse_gpus(FLAGS.gpus)
@@ -206,70 +205,52 @@ def main(argv):
       raise ValueError("--estimate times the jobs on --gpus: use it with --backend=local")
   except ValueError as e:
     sys.exit(f"sweep: {e}")
+  return jobs, devices
 
-  # A job with a run folder that another process holds (a sweep started earlier, a
-  # user's own run) is left to it.
-  unfinished = [job for job in jobs if not job.finished()]
-  holders = {job: job.holders() for job in unfinished}
-  busy = [job for job in unfinished if holders[job]]
-  for job in busy:
-    for folder, pid in holders[job].items():
-      print(f"busy     {folder} (process {pid})")
-  pending = [job for job in unfinished if not holders[job]]
-  done = len(jobs) - len(unfinished)
-  busy_note = f", {len(busy)} busy" if busy else ""
-  assignments = [(job, devices[i % len(devices)]) for i, job in enumerate(pending)]
-  if FLAGS["dry-run"].value:
-    if FLAGS.backend == "slurm":
-      slots = {job: f"array{i}" for i, job in enumerate(pending)}
-    else:
-      slots = {job: d if d == local.CPU else f"gpu{d}" for job, d in assignments}
-    for job in jobs:
-      status = "pending" if job in slots else "busy" if job in busy else "done"
-      print(
-        f"{status:7}  "
-        f"{slots.get(job, '-'):8}  "
-        f"{job.seed_text:11}  "
-        f"{shlex.join(job.command(FLAGS.trainer_module))}"
-      )
-    runs = sum(len(job.seeds) for job in jobs)
-    print(
-      f"{len(jobs)} jobs ({runs} runs): {len(pending)} pending, {done} done{busy_note}"
-    )
-    return 0
-  if not pending:
-    print(f"Nothing to run: {done} of {len(jobs)} jobs done{busy_note}.")
-    return 0
-  if FLAGS.estimate:
-    return print_estimate(assignments, devices)
 
+def _print_plan(jobs, pending, busy, assignments, done, busy_note):
+  """--dry-run: each job's status, slot and command, then the counts."""
   if FLAGS.backend == "slurm":
-    script = slurm.write_slurm(
-      pending,
-      FLAGS.root,
-      FLAGS.trainer_module,
-      partition=FLAGS.slurm_partition,
-      time_limit=FLAGS.slurm_time,
-      cpus=FLAGS.slurm_cpus,
-      max_parallel=FLAGS.slurm_max_parallel,
+    slots = {job: f"array{i}" for i, job in enumerate(pending)}
+  else:
+    slots = {job: d if d == local.CPU else f"gpu{d}" for job, d in assignments}
+  for job in jobs:
+    status = "pending" if job in slots else "busy" if job in busy else "done"
+    print(
+      f"{status:7}  "
+      f"{slots.get(job, '-'):8}  "
+      f"{job.seed_text:11}  "
+      f"{shlex.join(job.command(FLAGS.trainer_module))}"
     )
-    print(f"Wrote {script} for {len(pending)} pending jobs ({done} done{busy_note}).")
-    if not FLAGS.submit:
-      return 0
-    if shutil.which("sbatch") is None:
-      sys.exit(
-        "sweep: --submit needs `sbatch` on PATH and found none; "
-        f"submit {script} from a SLURM login node"
-      )
-    return subprocess.run(["sbatch", str(script)], check=False).returncode
+  runs = sum(len(job.seeds) for job in jobs)
+  print(f"{len(jobs)} jobs ({runs} runs): {len(pending)} pending, {done} done{busy_note}")
+  return 0
 
-  logging.info(
-    "Running %d of %d jobs on %s, %d at a time each.",
-    len(pending),
-    len(jobs),
-    ",".join(devices),
-    FLAGS.runs_per_gpu,
+
+def _submit_slurm(pending, done, busy_note):
+  """Writes the pending jobs' SLURM array script, and submits it with --submit."""
+  script = slurm.write_slurm(
+    pending,
+    FLAGS.root,
+    FLAGS.trainer_module,
+    partition=FLAGS.slurm_partition,
+    time_limit=FLAGS.slurm_time,
+    cpus=FLAGS.slurm_cpus,
+    max_parallel=FLAGS.slurm_max_parallel,
   )
+  print(f"Wrote {script} for {len(pending)} pending jobs ({done} done{busy_note}).")
+  if not FLAGS.submit:
+    return 0
+  if shutil.which("sbatch") is None:
+    sys.exit(
+      "sweep: --submit needs `sbatch` on PATH and found none; "
+      f"submit {script} from a SLURM login node"
+    )
+  return subprocess.run(["sbatch", str(script)], check=False).returncode
+
+
+def _run_here(pending, assignments, done, busy_note):
+  """Runs the pending jobs on this machine's devices; says which failed, and why."""
   try:
     codes = local.run_local(assignments, FLAGS.runs_per_gpu, FLAGS.trainer_module)
   except KeyboardInterrupt:  # The jobs, in the sweep's process group, got it too.
@@ -288,6 +269,41 @@ def main(argv):
   for job, reason in failed.items():
     print(f"FAILED  {job.log}  ({reason})")
   return 1 if failed else 0
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError("Too many command-line arguments.")
+  jobs, devices = _check_flags()
+  # A job with a run folder that another process holds (a sweep started earlier, a
+  # user's own run) is left to it.
+  unfinished = [job for job in jobs if not job.finished()]
+  holders = {job: job.holders() for job in unfinished}
+  busy = [job for job in unfinished if holders[job]]
+  for job in busy:
+    for folder, pid in holders[job].items():
+      print(f"busy     {folder} (process {pid})")
+  pending = [job for job in unfinished if not holders[job]]
+  done = len(jobs) - len(unfinished)
+  busy_note = f", {len(busy)} busy" if busy else ""
+  assignments = [(job, devices[i % len(devices)]) for i, job in enumerate(pending)]
+  if FLAGS["dry-run"].value:
+    return _print_plan(jobs, pending, busy, assignments, done, busy_note)
+  if not pending:
+    print(f"Nothing to run: {done} of {len(jobs)} jobs done{busy_note}.")
+    return 0
+  if FLAGS.estimate:
+    return print_estimate(assignments, devices)
+  if FLAGS.backend == "slurm":
+    return _submit_slurm(pending, done, busy_note)
+  logging.info(
+    "Running %d of %d jobs on %s, %d at a time each.",
+    len(pending),
+    len(jobs),
+    ",".join(devices),
+    FLAGS.runs_per_gpu,
+  )
+  return _run_here(pending, assignments, done, busy_note)
 
 
 if __name__ == "__main__":
