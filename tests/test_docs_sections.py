@@ -442,6 +442,32 @@ def test_angles_show_each_layer_at_epoch_0_and_at_the_end(results, tmp_path):
     sections.render(context, sections.parse_spec(f"angles {bp}"), tmp_path)
 
 
+def test_finals_quote_the_papers_cells_of_the_same_experiment(results, tmp_path):
+  """finals paper=mnist,cifar10: Table 1's and Table 2's test (train) error of each
+  row's experiment after our columns, — for a rule the paper did not run, and a data
+  set without a table of the paper's refused in one line."""
+  folders = [
+    "digits/fc-conventional-nonneg-dfa",
+    "digits/lc-vectorized-mixed-bp",
+    "digits/fc-conventional-nonneg-fa",
+  ]
+  context = sections.Context(results, tmp_path / "figures", "skip")
+  spec = sections.parse_spec(f"finals {' '.join(folders)} paper=mnist,cifar10")
+  lines = _table_lines(sections.render(context, spec, tmp_path))
+  assert lines[0].endswith(
+    "| zero train error | paper MNIST test (train) % | paper CIFAR-10 test (train) % |"
+  )
+  assert lines[1].count("---:") == 7
+  # The paper's Tables 1 and 2, as printed: FC conventional nonnegative DFA, LC VNN
+  # mixed-sign BP (no train error on MNIST); FA is beyond the paper.
+  assert lines[2].endswith("| 0/2 | 2.20 (0.30) | 48.69 (3.28) |")
+  assert lines[3].endswith("| 0/2 | 1.44 | 38.77 (0.36) |")
+  assert lines[4].endswith("| 0/2 | — | — |")
+  bad = sections.parse_spec(f"finals {folders[0]} paper=mnist,svhn")
+  with pytest.raises(sections.SectionError, match="^paper=svhn: not one of mnist, "):
+    sections.render(context, bad, tmp_path)
+
+
 def test_width_section_is_the_alignment_vs_width_table_and_figure(tmp_path):
   """width: gevb_jax.alignment_vs_width's JSON as its table (mean ± std over seeds,
   measured and Eq. 15) and the link to the figure it draws."""

@@ -14,9 +14,10 @@ each. Options are KEY=VALUE:
   curve FOLDER [epochs=0,2,4]
       One experiment's evaluations: epoch, train and test error (%), the alignment
       angle (°) of each hidden layer; mean ± std over its seeds when it has several.
-  finals FOLDER [FOLDER ...]
+  finals FOLDER [FOLDER ...] [paper=mnist,cifar10]
       A row per FOLDER (one experiment each): seeds, final test and train error (%),
-      epochs run, seeds at zero train error.
+      epochs run, seeds at zero train error; with ``paper=``, the paper's published
+      test (train) error of the same experiment on each data set named.
   angles FOLDER [FOLDER ...]
       Per FOLDER (one experiment each) and hidden layer: the alignment angle (°) and
       the sign agreement at epoch 0 and at the last evaluation.
@@ -44,7 +45,7 @@ import shlex
 
 import numpy as np
 
-from gevb_jax import grid
+from gevb_jax import grid, paper_results
 from gevb_jax.grid import ARCHS, Experiment
 from gevb_jax.report import figures, tables
 from gevb_jax.report.runs import WIDTH_FILE, collect_runs, columns_of, dataset_name
@@ -321,11 +322,32 @@ def _finals_row(runs, folder):
   ]
 
 
+def _paper_datasets(spec):
+  """The data sets of ``paper=``, checked against the paper's tables."""
+  datasets = spec.option("paper", "")
+  datasets = datasets.split(",") if datasets else []
+  for dataset in datasets:
+    if dataset not in paper_results.TABLE_NUMBERS:
+      known = ", ".join(paper_results.TABLE_NUMBERS)
+      raise SectionError(f"paper={dataset}: not one of {known}")
+  return datasets
+
+
+def _paper_cell(dataset, experiment):
+  """The paper's test (train) error (%) of ``experiment`` on ``dataset``, or —."""
+  cell = paper_results.published(dataset, experiment)
+  if cell is None:
+    return "—"
+  return f"{cell.test:.2f}" + ("" if cell.train is None else f" ({cell.train:.2f})")
+
+
 def _finals(context, spec, doc_dir):
-  """``finals FOLDER ...``: a row of final errors per experiment folder."""
+  """``finals FOLDER ... [paper=]``: a row of final errors per experiment folder,
+  beside the paper's numbers for the same experiment when ``paper=`` names data sets."""
   del doc_dir
   if not spec.args:
     raise SectionError("finals names no folder")
+  papers = _paper_datasets(spec)
   groups = [context.runs(folder) for folder in spec.args]
   experiments = [_one_experiment(r, f) for r, f in zip(groups, spec.args)]
   labels = [str(experiment) for experiment in experiments]
@@ -334,15 +356,17 @@ def _finals(context, spec, doc_dir):
   if len(set(labels)) < len(labels):
     labels = [f"`{folder}`" for folder in spec.args]
   header = ["run", "seeds", "test error %", "train error %", "epochs", "zero train error"]
+  header += [f"paper {dataset_name(d)} test (train) %" for d in papers]
+  rows = [
+    [label, *_finals_row(runs, folder), *(_paper_cell(d, experiment) for d in papers)]
+    for label, runs, folder, experiment in zip(labels, groups, spec.args, experiments)
+  ]
   lines = [
     "Final errors, mean ± std over the seeds.",
     "",
     "| " + " | ".join(header) + " |",
     "|---|" + "---:|" * (len(header) - 1),
-    *(
-      "| " + " | ".join([label, *_finals_row(runs, folder)]) + " |"
-      for label, runs, folder in zip(labels, groups, spec.args)
-    ),
+    *("| " + " | ".join(row) + " |" for row in rows),
   ]
   return "\n".join(lines) + "\n"
 
@@ -497,7 +521,7 @@ def _width(context, spec, doc_dir):
 GENERATORS = {
   "table": (_table, 1, 1, tuple(FILTERS)),
   "curve": (_curve, 1, 1, ("epochs",)),
-  "finals": (_finals, 1, None, ()),
+  "finals": (_finals, 1, None, ("paper",)),
   "figure": (_figure, 2, 2, (*FILTERS, "file", "alt")),
   "angles": (_angles, 1, None, ()),
   "width": (_width, 1, 1, ("file",)),
