@@ -27,13 +27,28 @@ NUM_ARCHS = int(os.environ.get("GEVB_DRAWN_ARCHS", "25"))
 
 # Each drawn net's program compiles once and runs once, on a tiny batch: LLVM's
 # optimisations would cost more time than they save (they double the compile time).
+# Its executable is dropped after the run: every cached executable holds about 270
+# memory maps, so some 240 drawn nets in one process reached the kernel's 65 530
+# (vm.max_map_count), and LLVM's next allocation failed with a segfault.
 def once(*static_argnums):
-  """``jax.jit`` for a program that runs once."""
-  return functools.partial(
-    jax.jit,
-    static_argnums=static_argnums,
-    compiler_options={"xla_backend_optimization_level": 0},
-  )
+  """``jax.jit`` for a program that runs once, its caches cleared after the run."""
+
+  def decorate(fn):
+    jitted = jax.jit(
+      fn,
+      static_argnums=static_argnums,
+      compiler_options={"xla_backend_optimization_level": 0},
+    )
+
+    @functools.wraps(fn)
+    def run(*args):
+      outputs = jax.block_until_ready(jitted(*args))
+      jax.clear_caches()
+      return outputs
+
+    return run
+
+  return decorate
 
 
 DRAWN = hypothesis.settings(
