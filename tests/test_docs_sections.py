@@ -468,6 +468,23 @@ def test_finals_quote_the_papers_cells_of_the_same_experiment(results, tmp_path)
     sections.render(context, bad, tmp_path)
 
 
+def test_one_experiment_under_two_studies_is_labelled_by_its_folders(results, tmp_path):
+  """The headline's DFA cell under two flatten pairings: finals and angles name each
+  row by its folder, not twice by the same experiment."""
+  experiment = "digits/conv-conventional-nonneg-dfa"
+  folders = [f"{study}/{experiment}" for study in ("released", "channels")]
+  for folder in folders:
+    shutil.copytree(results / experiment, tmp_path / folder)
+  context = sections.Context(tmp_path, tmp_path / "figures", "skip")
+  for generator in ("finals", "angles"):
+    spec = sections.parse_spec(f"{generator} {' '.join(folders)}")
+    lines = _table_lines(sections.render(context, spec, tmp_path))
+    labels = [line.split(" | ")[0] for line in lines[2:]]
+    assert [label for label in labels if label != "| "] == [
+      f"| `{folder}`" + " (seeds 0, 1)" * (generator == "angles") for folder in folders
+    ]
+
+
 def test_width_section_is_the_alignment_vs_width_table_and_figure(tmp_path):
   """width: gevb_jax.alignment_vs_width's JSON as its table (mean ± std over seeds,
   measured and Eq. 15) and the link to the figure it draws."""

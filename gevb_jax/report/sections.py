@@ -341,6 +341,18 @@ def _paper_cell(dataset, experiment):
   return f"{cell.test:.2f}" + ("" if cell.train is None else f" ({cell.train:.2f})")
 
 
+def _labels(groups, experiments, folders):
+  """A row label per folder: its experiment, with the data set's name when the
+  folders hold several data sets, or the folder itself when two labels would be
+  the same (one experiment under two studies)."""
+  labels = [str(experiment) for experiment in experiments]
+  if len({runs[0].dataset for runs in groups}) > 1:
+    labels = [f"{dataset_name(r[0].dataset)} {x}" for r, x in zip(groups, labels)]
+  if len(set(labels)) < len(labels):
+    labels = [f"`{folder}`" for folder in folders]
+  return labels
+
+
 def _finals(context, spec, doc_dir):
   """``finals FOLDER ... [paper=]``: a row of final errors per experiment folder,
   beside the paper's numbers for the same experiment when ``paper=`` names data sets."""
@@ -350,11 +362,7 @@ def _finals(context, spec, doc_dir):
   papers = _paper_datasets(spec)
   groups = [context.runs(folder) for folder in spec.args]
   experiments = [_one_experiment(r, f) for r, f in zip(groups, spec.args)]
-  labels = [str(experiment) for experiment in experiments]
-  if len({runs[0].dataset for runs in groups}) > 1:
-    labels = [f"{dataset_name(r[0].dataset)} {x}" for r, x in zip(groups, labels)]
-  if len(set(labels)) < len(labels):
-    labels = [f"`{folder}`" for folder in spec.args]
+  labels = _labels(groups, experiments, spec.args)
   header = ["run", "seeds", "test error %", "train error %", "epochs", "zero train error"]
   header += [f"paper {dataset_name(d)} test (train) %" for d in papers]
   rows = [
@@ -466,16 +474,17 @@ def _angles(context, spec, doc_dir):
     "| " + " | ".join(header) + " |",
     "|---|---|" + "---:|" * (len(header) - 2),
   ]
-  for folder in spec.args:
-    runs = context.runs(folder)
-    experiment = _one_experiment(runs, folder)
+  groups = [context.runs(folder) for folder in spec.args]
+  experiments = [_one_experiment(r, f) for r, f in zip(groups, spec.args)]
+  labels = _labels(groups, experiments, spec.args)
+  for folder, runs, label in zip(spec.args, groups, labels):
     _finals_row(runs, folder)  # Refuses unfinished runs.
     layers = list(
       dict.fromkeys(x for r in runs for m in r.metrics for x in m.get("alignment", {}))
     )
     if not layers:
       raise SectionError(f"no alignment measured in {folder}")
-    label = f"{experiment} ({_seeds_text(runs).split(' (')[0]})"
+    label = f"{label} ({_seeds_text(runs).split(' (')[0]})"
     for layer in layers:
       cells = [
         _number(values, digits) if values else ""
