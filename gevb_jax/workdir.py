@@ -187,6 +187,14 @@ def _predating(old):
   return {}
 
 
+def flatten_pairing(old):
+  """The flatten pairing (``init.FLATTEN_PAIRINGS``) the run of config ``old`` (a dict
+  read from its config.json) ran with, a field older runs lack (``_predating``)."""
+  model = old.get("model", {})
+  predating = _predating(old).get("model.flatten_pairing", "released")
+  return model.get("flatten_pairing", predating)
+
+
 def config_changes(config, workdir):
   """``"key: old -> new"`` for every field that differs from the workdir's run.
 

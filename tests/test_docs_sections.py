@@ -485,6 +485,37 @@ def test_one_experiment_under_two_studies_is_labelled_by_its_folders(results, tm
     ]
 
 
+@pytest.mark.parametrize(
+  "experiment, pairing, named",
+  [
+    ("conv-conventional-nonneg-dfa", "channels", True),
+    ("conv-conventional-nonneg-dfa", "released", False),
+    ("conv-conventional-nonneg-dfa", None, True),  # A run from before the field.
+    ("lc-conventional-nonneg-bp", "channels", True),
+    ("conv-vectorized-nonneg-gevb", "channels", False),  # VNNs pair no inputs.
+    ("fc-conventional-nonneg-dfa", "channels", False),  # No flatten of a stack.
+  ],
+)
+def test_a_curve_names_a_flatten_pairing_other_than_the_released_one(
+  results, tmp_path, experiment, pairing, named
+):
+  """The caption of a conventional nonnegative conv/LC net's curve says when its
+  inputs paired by channels after the flatten, as runs did before issue 20."""
+  folder = tmp_path / "study" / experiment
+  shutil.copytree(results / "digits" / experiment, folder)
+  for config_file in folder.glob("seed_*/config.json"):
+    config = json.loads(config_file.read_text())
+    if pairing is not None:
+      config["model"]["flatten_pairing"] = pairing
+    config_file.write_text(json.dumps(config))
+  context = sections.Context(tmp_path, tmp_path / "figures", "skip")
+  text = sections.render(
+    context, sections.parse_spec(f"curve study/{experiment}"), tmp_path
+  )
+  [caption] = [line for line in text.splitlines() if line.startswith("Digits ")]
+  assert ("with ON/OFF channel pairs after the flatten, seeds" in caption) == named
+
+
 def test_width_section_is_the_alignment_vs_width_table_and_figure(tmp_path):
   """width: gevb_jax.alignment_vs_width's JSON as its table (mean ± std over seeds,
   measured and Eq. 15) and the link to the figure it draws."""

@@ -46,6 +46,7 @@ import shlex
 import numpy as np
 
 from gevb_jax import grid, paper_results
+from gevb_jax import workdir as run_folder
 from gevb_jax.grid import ARCHS, Experiment
 from gevb_jax.report import figures, tables
 from gevb_jax.report.runs import WIDTH_FILE, collect_runs, columns_of, dataset_name
@@ -226,6 +227,17 @@ def _number(values, digits):
   return text + (f" ± {np.std(values):.{digits}f}" if len(values) > 1 else "")
 
 
+def _pairing_text(run):
+  """How a conventional nonnegative net's inputs pair after its conv/LC stack's
+  flatten, where it is not the released pairing (issue 20); else nothing."""
+  experiment = run.experiment
+  if experiment.vectorized or not experiment.nonneg or experiment.arch == "fc":
+    return ""
+  if run_folder.flatten_pairing(run.config) == "released":
+    return ""
+  return " with ON/OFF channel pairs after the flatten"
+
+
 def _seeds_text(runs):
   """Which seeds a table shows, and how it combines several."""
   seeds = sorted(run.seed for run in runs)
@@ -288,7 +300,8 @@ def _curve(context, spec, doc_dir):
   }
   header = ["epoch", "train error %", "test error %", *(f"{x} °" for x in layers)]
   lines = [
-    f"{dataset_name(runs[0].dataset)} {experiment}, {_seeds_text(runs)}: train and "
+    f"{dataset_name(runs[0].dataset)} {experiment}{_pairing_text(runs[0])}, "
+    f"{_seeds_text(runs)}: train and "
     "test error (%) and, per hidden layer, the angle (°) between its update and the "
     "gradient, at each evaluation.",
     "",
