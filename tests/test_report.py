@@ -299,6 +299,49 @@ def test_alignment_axis_reaches_angles_past_90_degrees(tmp_path, monkeypatch):
   assert [fig.axes[0].get_ylim() for fig in saved] == [(0, 135), (0, 90)]
 
 
+@pytest.mark.parametrize(
+  "errors, ylim",
+  [
+    ((0.895, 0.175, 0.115), (10, 100)),  # Within one decade: no labelled tick before.
+    ((0.9, 0.05, 0.02), (1, 100)),
+    ((0.9, 0.05, 0.004), (0, 100)),  # Into the linear part below 1 %.
+  ],
+)
+def test_learning_curves_span_whole_decades(tmp_path, monkeypatch, errors, ylim):
+  """A panel's error axis runs from the decade below its lowest error (0 below 1 %)
+  to 100 %, so that its log scale labels at least two ticks."""
+  runs_dir = tmp_path / "runs"
+  _write_run(runs_dir, 8, 0)  # Conv, vectorized GEVB+.
+  metrics = _workdir(runs_dir, grid.GRID[8], 0) / "metrics.jsonl"
+  rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+  for row, error in zip(rows, errors, strict=True):
+    row["train_error"] = row["test_error"] = error
+  metrics.write_text("".join(json.dumps(row) + "\n" for row in rows))
+  saved = []
+  monkeypatch.setattr(figure.Figure, "savefig", lambda fig, *_, **__: saved.append(fig))
+  assert report.plot_learning_curves(report.collect_runs(runs_dir), "digits", "c.png")
+  [ax] = saved[0].axes
+  assert ax.get_ylim() == ylim
+  labelled = [tick for tick in ax.get_yticks() if ylim[0] <= tick <= ylim[1]]
+  assert len(labelled) >= 2
+
+
+def test_a_one_panel_alignment_figure_holds_its_title(tmp_path, monkeypatch):
+  """The title over a single architecture's panel stays inside the figure."""
+  runs_dir = tmp_path / "runs"
+  _write_run(runs_dir, 8, 0)  # Conv, vectorized GEVB+.
+  saved = []
+  monkeypatch.setattr(figure.Figure, "savefig", lambda fig, *_, **__: saved.append(fig))
+  runs = report.collect_runs(runs_dir)
+  assert report.plot_alignment(runs, "digits", grid.COLUMNS[0], "alignment.png")
+  [fig] = saved
+  fig.draw_without_rendering()
+  title = fig.get_suptitle()
+  assert title.startswith("Digits: GEVB")
+  extent = fig._suptitle.get_window_extent()
+  assert fig.bbox.x0 <= extent.x0 and extent.x1 <= fig.bbox.x1
+
+
 def test_plots_skip_without_measurements(tmp_path):
   runs_dir = tmp_path / "runs"
   _write_run(runs_dir, 8, 0, measurements=False)  # Conv, vectorized GEVB+.

@@ -86,6 +86,7 @@ def _curves_panel(ax, groups, arch, vectorized, columns):
   """One panel of ``plot_learning_curves``: the test (solid) and train (dashed) error
   of ``arch``'s experiment in each of ``columns``, mean ± std over its runs."""
   colors = matplotlib.colormaps["tab10" if len(columns) <= 10 else "tab20"]
+  lowest = highest = None  # Of the drawn bands, mean ± std.
   for index, column in enumerate(columns):
     experiment = Experiment(arch, *column)
     for key, linestyle in (("test_error", "-"), ("train_error", "--")):
@@ -106,6 +107,9 @@ def _curves_panel(ax, groups, arch, vectorized, columns):
       ax.fill_between(
         epochs, mean - std, mean + std, color=colors(index), alpha=0.2, linewidth=0
       )
+      low, high = float((mean - std).min()), float((mean + std).max())
+      lowest = low if lowest is None else min(lowest, low)
+      highest = high if highest is None else max(highest, high)
   ax.set_title(f"{arch_name(arch)}, {grid.kind(vectorized)} networks")
   # Linear below 1 %, logarithmic above: the final errors of a few percent or less
   # stay apart next to the ~90 % at initialisation.
@@ -113,6 +117,10 @@ def _curves_panel(ax, groups, arch, vectorized, columns):
   ax.set_ylabel("error (%)")
   if ax.lines:  # Beside the panel: up to ten rules would hide the curves.
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+    # Whole decades, so that errors within one decade (11-90 %) still get labelled
+    # ticks at both ends.
+    bottom = 0 if lowest < 1 else 10 ** math.floor(math.log10(lowest))
+    ax.set_ylim(bottom, max(100, highest))
   else:
     ax.text(0.5, 0.5, "no runs", ha="center", va="center", transform=ax.transAxes)
 
@@ -198,7 +206,8 @@ def plot_alignment(runs, dataset, column, path):
   panels = alignment_panels(runs, dataset, column)
   if not panels:
     return False
-  fig = figure.Figure(figsize=(4.5 * len(panels), 4), layout="constrained")
+  # Wide enough for the title over a single panel.
+  fig = figure.Figure(figsize=(max(4.5 * len(panels), 6.5), 4), layout="constrained")
   axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
   for ax, (arch, arch_runs) in zip(axes, panels.items()):
     _alignment_panel(ax, arch, arch_runs)
