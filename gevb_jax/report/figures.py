@@ -86,7 +86,6 @@ def _curves_panel(ax, groups, arch, vectorized, columns):
   """One panel of ``plot_learning_curves``: the test (solid) and train (dashed) error
   of ``arch``'s experiment in each of ``columns``, mean ± std over its runs."""
   colors = matplotlib.colormaps["tab10" if len(columns) <= 10 else "tab20"]
-  lowest = highest = None  # Of the drawn bands, mean ± std.
   for index, column in enumerate(columns):
     experiment = Experiment(arch, *column)
     for key, linestyle in (("test_error", "-"), ("train_error", "--")):
@@ -107,9 +106,6 @@ def _curves_panel(ax, groups, arch, vectorized, columns):
       ax.fill_between(
         epochs, mean - std, mean + std, color=colors(index), alpha=0.2, linewidth=0
       )
-      low, high = float((mean - std).min()), float((mean + std).max())
-      lowest = low if lowest is None else min(lowest, low)
-      highest = high if highest is None else max(highest, high)
   ax.set_title(f"{arch_name(arch)}, {grid.kind(vectorized)} networks")
   # Linear below 1 %, logarithmic above: the final errors of a few percent or less
   # stay apart next to the ~90 % at initialisation.
@@ -118,7 +114,8 @@ def _curves_panel(ax, groups, arch, vectorized, columns):
   if ax.lines:  # Beside the panel: up to ten rules would hide the curves.
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
     # Whole decades, so that errors within one decade (11-90 %) still get labelled
-    # ticks at both ends.
+    # ticks at both ends; the data limits hold the mean ± std bands.
+    lowest, highest = ax.dataLim.intervaly
     bottom = 0 if lowest < 1 else 10 ** math.floor(math.log10(lowest))
     ax.set_ylim(bottom, max(100, highest))
   else:
